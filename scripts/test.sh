@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of the project. Installs what the tests need first, so it
+# works on a fresh machine: Debian packages, Go modules, npm packages from the
+# committed lockfiles.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian tools used by end-to-end tests.
+need=()
+for tool in curl:curl aria2c:aria2; do
+	command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+	echo "== installing ${need[*]}"
+	if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
+	else sudo apt-get update -qq && sudo apt-get install -y -qq "${need[@]}" >/dev/null; fi
+fi
+
+echo "== go mod download"
+go mod download
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 30m ./...
+
+echo "== fuzz (short)"
+fuzz_secs=${FUZZ_SECONDS:-10}
+for pkg in $(go list ./internal/...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+		echo "-- $pkg $target"
+		go test -run='^$' -fuzz="^${target}\$" -fuzztime="${fuzz_secs}s" "$pkg"
+	done
+done
+echo "== all tests passed"
