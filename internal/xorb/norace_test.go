@@ -1,0 +1,5 @@
+//go:build !race
+
+package xorb
+
+const raceEnabled = false
