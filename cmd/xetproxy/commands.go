@@ -40,6 +40,7 @@ func commands() []command {
 	return []command{
 		helpCommand(),
 		versionCommand(),
+		hashCommand(),
 	}
 }
 
