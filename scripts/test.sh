@@ -26,6 +26,15 @@ if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
 echo "== go vet"
 go vet ./...
 
+# --- npm ci + JS tests (fakehub) ---
+# tests/js pins the official @huggingface/hub client; TestJSClient in
+# internal/fakehub runs it against fakehub during go test (and fails under
+# CI=true when node_modules is missing).
+echo "== npm ci (tests/js)"
+if ! command -v npm >/dev/null 2>&1; then echo "npm (Node >= 20) is required for tests/js"; exit 1; fi
+(cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+# --- end npm ci + JS tests ---
+
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...
 

@@ -41,6 +41,7 @@ func commands() []command {
 		helpCommand(),
 		versionCommand(),
 		hashCommand(),
+		fakehubCommand(),
 	}
 }
 
