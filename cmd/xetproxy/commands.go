@@ -42,6 +42,8 @@ func commands() []command {
 		versionCommand(),
 		hashCommand(),
 		fakehubCommand(),
+		lsCommand(),
+		downloadCommand(),
 	}
 }
 

@@ -1,0 +1,149 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+)
+
+// Entry is one item of a tree listing or a paths-info answer.
+type Entry struct {
+	Type string // "file" or "directory"
+	Path string
+	Size int64
+	OID  string // git object id
+	// LFS is set for LFS- and Xet-stored files: OID is the sha256.
+	LFS *LFSInfo
+	// XetHash is the Xet file hash; nil when absent, redacted or malformed.
+	XetHash *merklehash.Hash
+}
+
+// LFSInfo is the LFS pointer of a file.
+type LFSInfo struct {
+	OID         string
+	Size        int64
+	PointerSize int64
+}
+
+// IsDir reports whether the entry is a directory.
+func (e Entry) IsDir() bool { return e.Type == "directory" }
+
+type wireEntry struct {
+	Type string `json:"type"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	OID  string `json:"oid"`
+	LFS  *struct {
+		OID         string `json:"oid"`
+		Size        int64  `json:"size"`
+		PointerSize int64  `json:"pointerSize"`
+	} `json:"lfs"`
+	XetHash string `json:"xetHash"`
+}
+
+func (w wireEntry) entry() Entry {
+	e := Entry{Type: w.Type, Path: w.Path, Size: w.Size, OID: w.OID}
+	if w.LFS != nil {
+		e.LFS = &LFSInfo{OID: w.LFS.OID, Size: w.LFS.Size, PointerSize: w.LFS.PointerSize}
+	}
+	// A redacted ("****...") or otherwise malformed hash is as good as none.
+	if h, err := merklehash.Parse(w.XetHash); err == nil {
+		e.XetHash = &h
+	}
+	return e
+}
+
+// Limits of List against a misbehaving server.
+const (
+	maxTreePages   = 100000
+	maxPageBytes   = 64 << 20
+	maxListEntries = 10_000_000
+)
+
+// List lists the tree at revision under path ("" = the root), one level or
+// recursively, following the Link rel="next" pagination to the end.
+func (c *Client) List(ctx context.Context, token string, repo Repo, revision, path string, recursive bool) ([]Entry, error) {
+	if err := repo.Validate(); err != nil {
+		return nil, err
+	}
+	c.init()
+	u := c.BaseURL + "/api/" + repo.api() + "/tree/" + revisionSegment(revision)
+	if path = strings.Trim(path, "/"); path != "" {
+		u += "/" + escapePath(path)
+	}
+	q := url.Values{"expand": {"false"}}
+	if recursive {
+		q.Set("recursive", "true")
+	}
+	u += "?" + q.Encode()
+	var out []Entry
+	seen := map[string]bool{}
+	for page := 0; u != ""; page++ {
+		if page >= maxTreePages || seen[u] {
+			return nil, fmt.Errorf("hub list %s: pagination does not end", redact(u))
+		}
+		seen[u] = true
+		resp, err := c.do(ctx, "list", http.MethodGet, u, token, http.Header{"Accept": {"application/json"}}, false)
+		if err != nil {
+			return nil, err
+		}
+		var items []wireEntry
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxPageBytes)).Decode(&items)
+		next := parseLinks(resp.Header.Values("Link"))["next"]
+		drain(resp.Body)
+		if err != nil {
+			return nil, netErr("list", u, fmt.Errorf("decoding the listing: %w", err))
+		}
+		for _, it := range items {
+			out = append(out, it.entry())
+		}
+		if len(out) > maxListEntries {
+			return nil, fmt.Errorf("hub list %s: more than %d entries", redact(u), maxListEntries)
+		}
+		if next != "" {
+			base, _ := url.Parse(u)
+			ref, err := url.Parse(next)
+			if err != nil {
+				return nil, fmt.Errorf("hub list %s: bad next link", redact(u))
+			}
+			next = base.ResolveReference(ref).String()
+		}
+		u = next
+	}
+	return out, nil
+}
+
+// PathsInfo returns the entries of the given paths at revision; paths that
+// do not exist are left out.
+func (c *Client) PathsInfo(ctx context.Context, token string, repo Repo, revision string, paths []string) ([]Entry, error) {
+	if err := repo.Validate(); err != nil {
+		return nil, err
+	}
+	c.init()
+	u := c.BaseURL + "/api/" + repo.api() + "/paths-info/" + revisionSegment(revision)
+	body, err := json.Marshal(map[string]any{"paths": paths, "expand": false})
+	if err != nil {
+		return nil, err
+	}
+	hdr := http.Header{"Accept": {"application/json"}, "Content-Type": {"application/json"}}
+	resp, err := c.doBody(ctx, "paths-info", http.MethodPost, u, token, hdr, body, false)
+	if err != nil {
+		return nil, err
+	}
+	defer drain(resp.Body)
+	var items []wireEntry
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxPageBytes)).Decode(&items); err != nil {
+		return nil, netErr("paths-info", u, fmt.Errorf("decoding the answer: %w", err))
+	}
+	out := make([]Entry, 0, len(items))
+	for _, it := range items {
+		out = append(out, it.entry())
+	}
+	return out, nil
+}

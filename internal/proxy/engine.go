@@ -1,0 +1,215 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/xetproxy/xetproxy/internal/casclient"
+	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+)
+
+// Defaults of Config.
+const (
+	DefaultBlockSize    = 256 << 20
+	DefaultParallel     = 8
+	DefaultStreamBuffer = 64 << 20
+	DefaultMaxBuffer    = 1 << 30
+)
+
+// Config configures an Engine. Zero fields take the defaults.
+type Config struct {
+	// Hub resolves files and mints read tokens (default: the public Hub).
+	Hub *hub.Client
+	// CAS queries reconstructions and fetches xorb ranges (default client).
+	CAS *casclient.Client
+	// BlockSize is the number of file bytes asked per reconstruction
+	// query; a large file is read in successive blocks.
+	BlockSize int64
+	// Parallel bounds the xorb range downloads running ahead of the reader
+	// in one stream. The download the reader is waiting for always runs.
+	Parallel int
+	// StreamBuffer bounds the decoded bytes one stream holds ahead of its
+	// reader; MaxBuffer bounds them for all streams of the engine.
+	StreamBuffer int64
+	MaxBuffer    int64
+	// Logger gets debug events (default: discard).
+	Logger *slog.Logger
+}
+
+// Validate reports a configuration that cannot work.
+func (c Config) Validate() error {
+	if c.BlockSize < 0 || c.Parallel < 0 || c.StreamBuffer < 0 || c.MaxBuffer < 0 {
+		return errors.New("proxy: negative size in config")
+	}
+	if c.BlockSize != 0 && c.BlockSize < 1<<20 {
+		return errors.New("proxy: block size under 1 MiB")
+	}
+	return nil
+}
+
+// Engine downloads Xet files: it resolves them on the Hub, queries their
+// reconstruction from the CAS in blocks, fetches the xorb ranges in
+// parallel under a byte budget, decodes and checks every chunk, and
+// streams the bytes in order. Files not stored in Xet are streamed from
+// the Hub. Safe for concurrent use; one Engine serves many streams.
+type Engine struct {
+	hub       *hub.Client
+	cas       *casclient.Client
+	blockSize uint64
+	parallel  int
+	streamBuf int64
+	budget    *budget // shared by all streams
+	log       *slog.Logger
+}
+
+// New returns an Engine.
+func New(cfg Config) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		hub: cfg.Hub, cas: cfg.CAS, blockSize: uint64(cfg.BlockSize), parallel: cfg.Parallel,
+		streamBuf: cfg.StreamBuffer, log: cfg.Logger,
+	}
+	if e.hub == nil {
+		e.hub = hub.NewClient("")
+	}
+	if e.cas == nil {
+		c, err := casclient.New(casclient.Config{})
+		if err != nil {
+			return nil, err
+		}
+		e.cas = c
+	}
+	if e.blockSize == 0 {
+		e.blockSize = DefaultBlockSize
+	}
+	if e.parallel == 0 {
+		e.parallel = DefaultParallel
+	}
+	if e.streamBuf == 0 {
+		e.streamBuf = DefaultStreamBuffer
+	}
+	maxBuf := cfg.MaxBuffer
+	if maxBuf == 0 {
+		maxBuf = DefaultMaxBuffer
+	}
+	e.budget = newBudget(maxBuf)
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	return e, nil
+}
+
+// Hub returns the engine's Hub client.
+func (e *Engine) Hub() *hub.Client { return e.hub }
+
+// Stat resolves path at revision in repo as the user holding token ("" =
+// anonymous). Hub answers (not found, auth) come back as *hub.Error.
+func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision, path string) (*hub.FileMeta, error) {
+	m, err := e.hub.Resolve(ctx, token, repo, revision, path)
+	if err != nil {
+		return nil, upstream("resolve", path, err)
+	}
+	return m, nil
+}
+
+// StatHash describes the Xet file with hash h as readable through repo at
+// revision. The user's access is checked by minting a read token for that
+// repo; the CAS gives the size. The CAS does not know which repos hold a
+// hash, so a hash from another repo is only as private as the token's
+// scope makes it.
+func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error) {
+	m := &hub.FileMeta{Repo: repo, Revision: revision, Path: h.String(), XetHash: &h}
+	auth := e.auth(token, m)
+	size, err := e.cas.FileSize(ctx, auth, h)
+	var se *casclient.StatusError
+	if errors.As(err, &se) && (se.Code == 404 || se.Code == 405 || se.Code == 501) {
+		// No HEAD /v1/files (or an unknown file): ask the reconstruction.
+		size, err = e.sizeFromReconstruction(ctx, auth, h)
+	}
+	if errors.Is(err, casclient.ErrNotFound) {
+		return nil, fmt.Errorf("xet file %s: %w", h, ErrNotFound)
+	}
+	if err != nil {
+		return nil, upstream("file size", h.String(), err)
+	}
+	m.Size = size
+	return m, nil
+}
+
+// ErrNotFound: a Xet hash the CAS does not know.
+var ErrNotFound = errors.New("not found")
+
+func (e *Engine) sizeFromReconstruction(ctx context.Context, auth casclient.Auth, h merklehash.Hash) (int64, error) {
+	r, err := e.cas.Reconstruct(ctx, auth, h, nil)
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, t := range r.Terms {
+		n += uint64(t.UnpackedLength)
+	}
+	if len(r.Terms) > 0 && r.OffsetIntoFirstRange > n {
+		return 0, fmt.Errorf("reconstruction of %s: bad offset", h)
+	}
+	return int64(n - r.OffsetIntoFirstRange), nil
+}
+
+// auth returns the casclient.Auth of a user for the repo of m.
+func (e *Engine) auth(token string, m *hub.FileMeta) casclient.Auth {
+	return func(ctx context.Context, rejected string) (string, string, error) {
+		if rejected != "" {
+			e.hub.ForgetToken(token, m.Repo, m.TokenRevision(), rejected)
+		}
+		t, err := e.hub.ReadToken(ctx, token, m.Repo, m.TokenRevision())
+		if err != nil {
+			return "", "", err
+		}
+		return t.CASURL, t.AccessToken, nil
+	}
+}
+
+// Open returns the bytes [offset, offset+length) of the file meta
+// describes (length < 0: to the end; a length past the end is cut at the
+// end). offset at or past the end of a non-empty file is
+// ErrRangeNotSatisfiable.
+//
+// Open does the first reconstruction query itself, so a missing file, a
+// refused token or an unreachable CAS is its error; what fails later is a
+// Read error. The reader yields exactly the requested bytes and then
+// io.EOF, or an error: never an early clean EOF. A read of the whole file
+// is checked against the Xet file hash (or, for other files, the sha256
+// or git blob sha1 of the ETag) before io.EOF. The caller must Close the
+// reader; closing it, or cancelling ctx, stops every transfer.
+func (e *Engine) Open(ctx context.Context, token string, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error) {
+	size := meta.Size
+	switch {
+	case offset < 0 || size < 0:
+		return nil, fmt.Errorf("proxy: bad offset %d or size %d", offset, size)
+	case offset > size || (offset == size && size > 0):
+		return nil, fmt.Errorf("offset %d of a %d-byte file: %w", offset, size, ErrRangeNotSatisfiable)
+	}
+	if length < 0 || length > size-offset {
+		length = size - offset
+	}
+	whole := offset == 0 && length == size
+	if meta.XetHash == nil {
+		return e.openPlain(ctx, token, meta, offset, length, whole)
+	}
+	if length == 0 {
+		if whole && !meta.XetHash.IsZero() {
+			return nil, &IntegrityError{File: meta.XetHash.String(), Err: errors.New("an empty file has the zero hash")}
+		}
+		return io.NopCloser(emptyReader{}), nil
+	}
+	return e.openXet(ctx, token, meta, uint64(offset), uint64(length), whole)
+}
+
+type emptyReader struct{}
+
+func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }
