@@ -44,6 +44,8 @@ func commands() []command {
 		fakehubCommand(),
 		lsCommand(),
 		downloadCommand(),
+		serveCommand(),
+		demoCommand(),
 	}
 }
 

@@ -1,0 +1,513 @@
+// Command proxybench measures the xetproxy server on this machine: a cold
+// single stream of a large Xet file from fakehub to curl, the same bytes
+// from a static server (nginx if installed, and Go's http.ServeContent, the
+// loopback ceiling), concurrent clients on different files, time to first
+// byte, and the server's peak RSS (VmHWM from /proc/PID/status) in each
+// scenario. It prints a Markdown report. Run it through bench/proxy.sh.
+//
+// Every proxy measurement starts a fresh `xetproxy serve` process, so each
+// stream is cold (no token, no metadata, no chunk in any cache) and VmHWM
+// is the peak of that scenario alone.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/sample"
+)
+
+const benchRepo = "bench/models"
+
+func main() {
+	bin := flag.String("bin", "", "xetproxy binary to benchmark (required)")
+	sizeFlag := flag.String("size", "2GiB", "size of the single-stream file")
+	clients := flag.Int("clients", 16, "concurrent clients, each on its own file")
+	perClient := flag.String("client-size", "128MiB", "size of each concurrent client's file")
+	runs := flag.Int("runs", 3, "repetitions of each measurement (medians are reported)")
+	ttfbRuns := flag.Int("ttfb-runs", 9, "repetitions of the time-to-first-byte measurements")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "proxybench: --bin is required")
+		os.Exit(2)
+	}
+	size, err1 := server.ParseSize(*sizeFlag)
+	csize, err2 := server.ParseSize(*perClient)
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Fprintln(os.Stderr, "proxybench:", err)
+		os.Exit(2)
+	}
+	if err := run(*bin, size, csize, *clients, *runs, *ttfbRuns); err != nil {
+		fmt.Fprintln(os.Stderr, "proxybench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		return fmt.Errorf("curl is needed: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "proxybench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// the fake Hub, in this process
+	fh, err := fakehub.New(fakehub.Config{})
+	if err != nil {
+		return err
+	}
+	hln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hubURL := "http://" + hln.Addr().String()
+	fh.SetPublicURL(hubURL)
+	go (&http.Server{Handler: fh}).Serve(hln)
+	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
+		return err
+	}
+	logf("ingesting %s + %d × %s into fakehub...", human(size), clients, human(csize))
+	start := time.Now()
+	big := sample.NewSafetensors(size, 1)
+	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", big); err != nil {
+		return err
+	}
+	for i := 0; i < clients; i++ {
+		if _, err := fh.AddFile(context.Background(), benchRepo, fmt.Sprintf("shard-%02d.safetensors", i), sample.NewSafetensors(csize, uint64(100+i))); err != nil {
+			return err
+		}
+	}
+	logf("ingested in %.1fs", time.Since(start).Seconds())
+	bigSize := sample.NewSafetensors(size, 1).Size()
+
+	// the same bytes on disk for the static baselines
+	www := filepath.Join(dir, "www")
+	os.MkdirAll(www, 0o755)
+	bigPath := filepath.Join(www, "big.safetensors")
+	f, err := os.Create(bigPath)
+	if err != nil {
+		return err
+	}
+	h := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, h), sample.NewSafetensors(size, 1)); err != nil {
+		return err
+	}
+	f.Close()
+	wantSHA := hex.EncodeToString(h.Sum(nil))
+
+	rep := &report{size: bigSize}
+
+	// Go static server (in this process; idle otherwise during the run)
+	sln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go http.Serve(sln, http.FileServer(http.Dir(www)))
+	goURL := "http://" + sln.Addr().String() + "/big.safetensors"
+	curlOnce(curl, goURL) // warm the page cache
+	for i := 0; i < runs; i++ {
+		r, err := curlOnce(curl, goURL)
+		if err != nil {
+			return err
+		}
+		rep.goStatic = append(rep.goStatic, r.speed)
+	}
+	logf("go static: %s", mbps(median(rep.goStatic)))
+
+	// nginx, if installed
+	if ng, err := exec.LookPath("nginx"); err == nil {
+		url, stop, err := startNginx(ng, dir, www)
+		if err != nil {
+			logf("nginx: %v (skipped)", err)
+		} else {
+			for i := 0; i < runs; i++ {
+				r, err := curlOnce(curl, url+"/big.safetensors")
+				if err != nil {
+					stop()
+					return err
+				}
+				rep.nginx = append(rep.nginx, r.speed)
+			}
+			stop()
+			logf("nginx: %s", mbps(median(rep.nginx)))
+		}
+	} else {
+		logf("nginx not installed: apt-get install nginx for that baseline")
+	}
+
+	// proxy, cold single stream
+	for i := 0; i < runs; i++ {
+		p, err := startProxy(bin, hubURL)
+		if err != nil {
+			return err
+		}
+		r, err := curlOnce(curl, p.url+"/download/"+benchRepo+"/big.safetensors")
+		hwm := p.stop()
+		if err != nil {
+			return err
+		}
+		if r.size != bigSize {
+			return fmt.Errorf("proxy served %d of %d bytes", r.size, bigSize)
+		}
+		rep.proxy = append(rep.proxy, r.speed)
+		rep.proxyTTFB = append(rep.proxyTTFB, r.ttfb)
+		rep.rssSingle = append(rep.rssSingle, hwm)
+		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, mbps(r.speed), r.ttfb*1000, human(hwm))
+	}
+
+	// content check once: the proxy's bytes are the file
+	{
+		p, err := startProxy(bin, hubURL)
+		if err != nil {
+			return err
+		}
+		got, err := shaOf(p.url + "/download/" + benchRepo + "/big.safetensors")
+		p.stop()
+		if err != nil {
+			return err
+		}
+		if got != wantSHA {
+			return fmt.Errorf("proxy bytes differ: sha256 %s, want %s", got, wantSHA)
+		}
+		rep.verified = true
+	}
+
+	// concurrent clients on different files
+	for i := 0; i < runs; i++ {
+		p, err := startProxy(bin, hubURL)
+		if err != nil {
+			return err
+		}
+		var wg sync.WaitGroup
+		results := make([]curlResult, clients)
+		errs := make([]error, clients)
+		t0 := time.Now()
+		for c := 0; c < clients; c++ {
+			wg.Add(1)
+			go func(c int) {
+				defer wg.Done()
+				results[c], errs[c] = curlOnce(curl, fmt.Sprintf("%s/download/%s/shard-%02d.safetensors", p.url, benchRepo, c))
+			}(c)
+		}
+		wg.Wait()
+		wall := time.Since(t0).Seconds()
+		hwm := p.stop()
+		var total int64
+		for c := range results {
+			if errs[c] != nil {
+				return errs[c]
+			}
+			total += results[c].size
+		}
+		rep.concurrent = append(rep.concurrent, float64(total)/wall)
+		rep.rssConcurrent = append(rep.rssConcurrent, hwm)
+		logf("proxy %d clients run %d: aggregate %s, peak RSS %s", clients, i+1, mbps(float64(total)/wall), human(hwm))
+	}
+	rep.clients, rep.csize = clients, csize
+
+	// time to first byte on a warm server (token and metadata cached) and
+	// cold, for a small plain file and the first byte of the large file
+	{
+		p, err := startProxy(bin, hubURL)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < ttfbRuns; i++ {
+			r, err := curlOnce(curl, p.url+"/download/"+benchRepo+"/big.safetensors", "-r", "0-0")
+			if err != nil {
+				p.stop()
+				return err
+			}
+			rep.ttfbWarmRange = append(rep.ttfbWarmRange, r.ttfb)
+			r, err = curlOnce(curl, p.url+"/download/"+benchRepo+"/.gitattributes")
+			if err != nil {
+				p.stop()
+				return err
+			}
+			rep.ttfbWarmSmall = append(rep.ttfbWarmSmall, r.ttfb)
+		}
+		p.stop()
+	}
+	rep.print(os.Stdout)
+	return nil
+}
+
+type curlResult struct {
+	ttfb  float64 // seconds
+	total float64
+	speed float64 // bytes/s
+	size  int64
+}
+
+func curlOnce(curl, url string, extra ...string) (curlResult, error) {
+	args := append([]string{"-sS", "-f", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{speed_download} %{size_download}"}, extra...)
+	out, err := exec.Command(curl, append(args, url)...).Output()
+	if err != nil {
+		return curlResult{}, fmt.Errorf("curl %s: %w", url, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 4 {
+		return curlResult{}, fmt.Errorf("curl output %q", out)
+	}
+	var r curlResult
+	r.ttfb, _ = strconv.ParseFloat(f[0], 64)
+	r.total, _ = strconv.ParseFloat(f[1], 64)
+	r.speed, _ = strconv.ParseFloat(f[2], 64)
+	r.size, _ = strconv.ParseInt(f[3], 10, 64)
+	return r, nil
+}
+
+func shaOf(url string) (string, error) {
+	res, err := http.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, res.Body); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+type proxyProc struct {
+	cmd  *exec.Cmd
+	url  string
+	peak int64
+	done chan struct{}
+}
+
+// startProxy runs `xetproxy serve` and samples its VmHWM every 20 ms.
+func startProxy(bin, hubURL string) (*proxyProc, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proxyProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get(p.url + "/health")
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return nil, fmt.Errorf("proxy did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+				if v := vmHWM(cmd.Process.Pid); v > p.peak {
+					p.peak = v
+				}
+			}
+		}
+	}()
+	return p, nil
+}
+
+// stop ends the proxy with SIGTERM and returns its peak RSS.
+func (p *proxyProc) stop() int64 {
+	if v := vmHWM(p.cmd.Process.Pid); v > p.peak {
+		p.peak = v
+	}
+	close(p.done)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	return p.peak
+}
+
+// vmHWM reads the peak resident set size of pid in bytes.
+func vmHWM(pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+func startNginx(ng, dir, www string) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	conf := filepath.Join(dir, "nginx.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
+worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path %[1]s/tmp;
+  proxy_temp_path %[1]s/tmp;
+  fastcgi_temp_path %[1]s/tmp;
+  uwsgi_temp_path %[1]s/tmp;
+  scgi_temp_path %[1]s/tmp;
+  server { listen %[2]s; root %[3]s; }
+}
+`, dir, addr, www)), 0o644)
+	os.MkdirAll(filepath.Join(dir, "tmp"), 0o755)
+	cmd := exec.Command(ng, "-c", conf, "-p", dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	url = "http://" + addr
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := http.Head(url + "/big.safetensors")
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return "", nil, fmt.Errorf("nginx did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
+}
+
+type report struct {
+	size, csize                  int64
+	clients                      int
+	goStatic, nginx, proxy       []float64
+	proxyTTFB                    []float64
+	concurrent                   []float64
+	rssSingle, rssConcurrent     []int64
+	ttfbWarmRange, ttfbWarmSmall []float64
+	verified                     bool
+}
+
+func (r *report) print(w io.Writer) {
+	base := median(r.goStatic)
+	baseName := "Go static server"
+	if len(r.nginx) > 0 {
+		base, baseName = median(r.nginx), "nginx"
+	}
+	fmt.Fprintf(w, "\n## Results (%s, %d runs each, medians)\n\n", time.Now().UTC().Format("2006-01-02"), len(r.proxy))
+	fmt.Fprintf(w, "| measurement | median | ratio / target |\n|---|---|---|\n")
+	if len(r.nginx) > 0 {
+		fmt.Fprintf(w, "| nginx static, %s, one curl | %s | baseline |\n", human(r.size), mbps(median(r.nginx)))
+	}
+	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s | %.2f× nginx |\n", human(r.size), mbps(median(r.goStatic)), ratio(median(r.goStatic), median(r.nginx)))
+	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s | %.2f× %s (target ≥ 0.25×) |\n", human(r.size), mbps(median(r.proxy)), median(r.proxy)/base, baseName)
+	fmt.Fprintf(w, "| xetproxy cold, %d curls on %d different %s files, aggregate | %s | %.2f× %s |\n", r.clients, r.clients, human(r.csize), mbps(median(r.concurrent)), median(r.concurrent)/base, baseName)
+	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", human(r.size), human(medianInt(r.rssSingle)))
+	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, human(medianInt(r.rssConcurrent)))
+	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", human(r.size), median(r.proxyTTFB)*1000)
+	fmt.Fprintf(w, "| TTFB, warm server, Range: bytes=0-0 of the %s file | %.1f ms | target ≤ 50 ms |\n", human(r.size), median(r.ttfbWarmRange)*1000)
+	fmt.Fprintf(w, "| TTFB, warm server, small plain git file | %.1f ms | target ≤ 50 ms |\n", median(r.ttfbWarmSmall)*1000)
+	fmt.Fprintf(w, "\nContent verified (sha256 of the proxy's bytes = the file's): %v.\n", r.verified)
+	fmt.Fprintf(w, "Raw runs: proxy %s; concurrent %s; RSS single %s; RSS concurrent %s.\n",
+		list(r.proxy, mbps), list(r.concurrent, mbps), listInt(r.rssSingle), listInt(r.rssConcurrent))
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianInt(v []int64) int64 {
+	f := make([]float64, len(v))
+	for i, x := range v {
+		f[i] = float64(x)
+	}
+	return int64(median(f))
+}
+
+func list(v []float64, f func(float64) string) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, f(x))
+	}
+	return strings.Join(s, ", ")
+}
+
+func listInt(v []int64) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, human(x))
+	}
+	return strings.Join(s, ", ")
+}
+
+func mbps(bps float64) string { return fmt.Sprintf("%.0f MB/s", bps/1e6) }
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "proxybench: "+format+"\n", args...)
+}

@@ -1,0 +1,316 @@
+package server
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is everything `xetproxy serve` can be told. Flags take their
+// defaults from the environment (the names the container image and the
+// Worker use), so RegisterFlags is the one place configuration is read.
+type Config struct {
+	Listen        string // main listener address
+	MetricsListen string // separate metrics listener; "" = /metrics on Listen
+	HubURL        string // upstream Hub base URL
+
+	// ServerTokenEnabled allows ServerToken (HF_TOKEN) to be used upstream,
+	// and then only for callers presenting one of APIKeys.
+	ServerTokenEnabled bool
+	ServerToken        string   // from HF_TOKEN only, never a flag
+	APIKeys            []string // from XETPROXY_API_KEYS and APIKeysFile
+	APIKeysFile        string   // one key per line, '#' comments
+
+	DrainTimeout time.Duration
+	LogFormat    string // text or json
+	LogLevel     string // debug, info, warn, error
+
+	MaxDownloads int   // concurrent downloads before 503
+	MaxBuffer    int64 // total read-ahead bytes before 503
+	// ReadAhead is the read-ahead one download may hold; a download reserves
+	// min(ReadAhead, length) of MaxBuffer for its lifetime.
+	ReadAhead int64
+
+	ReadHeaderTimeout time.Duration // time to read request headers
+	IdleTimeout       time.Duration // keep-alive idle connections
+	MaxHeaderBytes    int           // larger request headers get 431
+	UpstreamTimeout   time.Duration // resolve + token + first bytes, else 504
+	StallTimeout      time.Duration // a client that accepts no byte for this long is dropped
+
+	// Cache and S3 settings belong to the download engine (a later issue);
+	// they are read here so that the one configuration surface stays whole.
+	CacheDir   string
+	CacheSize  int64
+	S3Endpoint string
+	S3Bucket   string
+	S3Prefix   string
+	S3Region   string
+
+	envErrs []error // malformed environment values, reported by Validate
+}
+
+// Default values of the settings that have no environment variable.
+const (
+	DefaultReadAhead         = 16 << 20
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultUpstreamTimeout   = 60 * time.Second
+	DefaultStallTimeout      = 2 * time.Minute
+)
+
+// RegisterFlags declares every serve flag on fs, with defaults taken from
+// getenv (os.Getenv in the binary, a map in tests), and fills c as fs is
+// parsed. HF_TOKEN and the AWS keys are read from the environment only.
+func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
+	env := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	listen := ":8080"
+	if p := strings.TrimSpace(getenv("PORT")); p != "" {
+		listen = ":" + p
+	}
+	fs.StringVar(&c.Listen, "listen", env("XETPROXY_LISTEN", listen), "listen address (env XETPROXY_LISTEN, else :$PORT)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", env("XETPROXY_METRICS_LISTEN", ""), "separate listener for /metrics; empty serves /metrics on --listen (env XETPROXY_METRICS_LISTEN)")
+	fs.StringVar(&c.HubURL, "hub-url", env("HF_ENDPOINT", "https://huggingface.co"), "upstream Hub (env HF_ENDPOINT)")
+	c.ServerTokenEnabled = c.envBool("XETPROXY_SERVER_TOKEN_ENABLED", env("XETPROXY_SERVER_TOKEN_ENABLED", "false"))
+	fs.BoolVar(&c.ServerTokenEnabled, "server-token-enabled", c.ServerTokenEnabled, "use the server's HF_TOKEN upstream for callers presenting a proxy API key (env XETPROXY_SERVER_TOKEN_ENABLED)")
+	c.ServerToken = strings.TrimSpace(getenv("HF_TOKEN"))
+	c.APIKeys = splitKeys(getenv("XETPROXY_API_KEYS"), ",")
+	fs.StringVar(&c.APIKeysFile, "api-keys-file", env("XETPROXY_API_KEYS_FILE", ""), "file of proxy API keys, one per line; adds to env XETPROXY_API_KEYS (comma-separated)")
+	c.DrainTimeout = c.envDuration("XETPROXY_DRAIN_TIMEOUT", env("XETPROXY_DRAIN_TIMEOUT", "10m"))
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on SIGTERM, how long in-flight downloads may take to finish (env XETPROXY_DRAIN_TIMEOUT)")
+	fs.StringVar(&c.LogFormat, "log-format", env("XETPROXY_LOG_FORMAT", "text"), "log format: text or json (env XETPROXY_LOG_FORMAT)")
+	fs.StringVar(&c.LogLevel, "log-level", env("XETPROXY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env XETPROXY_LOG_LEVEL)")
+	c.MaxDownloads = c.envInt("XETPROXY_MAX_DOWNLOADS", env("XETPROXY_MAX_DOWNLOADS", "64"))
+	fs.IntVar(&c.MaxDownloads, "max-downloads", c.MaxDownloads, "concurrent downloads before answering 503 (env XETPROXY_MAX_DOWNLOADS)")
+	c.MaxBuffer = c.envSize("XETPROXY_MAX_BUFFER", env("XETPROXY_MAX_BUFFER", "1GiB"))
+	fs.Var((*sizeFlag)(&c.MaxBuffer), "max-buffer", "total read-ahead bytes of all downloads before answering 503, e.g. 1GiB (env XETPROXY_MAX_BUFFER)")
+	c.ReadAhead = DefaultReadAhead
+	fs.Var((*sizeFlag)(&c.ReadAhead), "read-ahead", "read-ahead bytes one download may hold (counted against --max-buffer)")
+	c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request headers")
+	c.IdleTimeout = DefaultIdleTimeout
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection is kept")
+	c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	fs.IntVar(&c.MaxHeaderBytes, "max-header-bytes", c.MaxHeaderBytes, "largest request header block (larger ones get 431)")
+	c.UpstreamTimeout = DefaultUpstreamTimeout
+	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "deadline for the first upstream step of a download (resolve, token, first bytes); past it 504")
+	c.StallTimeout = DefaultStallTimeout
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", c.StallTimeout, "drop a client that accepts no byte for this long")
+	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", ""), "disk chunk cache directory; empty = no disk cache (env XETPROXY_CACHE_DIR)")
+	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "10GiB"))
+	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity (env XETPROXY_CACHE_SIZE)")
+	fs.StringVar(&c.S3Endpoint, "s3-endpoint", env("XETPROXY_S3_ENDPOINT", ""), "shared S3/R2 cache tier endpoint (env XETPROXY_S3_ENDPOINT)")
+	fs.StringVar(&c.S3Bucket, "s3-bucket", env("XETPROXY_S3_BUCKET", ""), "shared cache bucket (env XETPROXY_S3_BUCKET)")
+	fs.StringVar(&c.S3Prefix, "s3-prefix", env("XETPROXY_S3_PREFIX", ""), "key prefix in the bucket (env XETPROXY_S3_PREFIX)")
+	fs.StringVar(&c.S3Region, "s3-region", env("XETPROXY_S3_REGION", ""), "bucket region (env XETPROXY_S3_REGION)")
+}
+
+// LoadAPIKeysFile adds the keys of APIKeysFile (if set) to APIKeys.
+func (c *Config) LoadAPIKeysFile() error {
+	if c.APIKeysFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.APIKeysFile)
+	if err != nil {
+		return fmt.Errorf("api keys file: %w", err)
+	}
+	var keys []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if i := strings.IndexByte(line, '#'); i >= 0 {
+			line = line[:i]
+		}
+		keys = append(keys, splitKeys(line, ",")...)
+	}
+	c.APIKeys = append(c.APIKeys, keys...)
+	return nil
+}
+
+// Validate reports every setting that cannot work, joined.
+func (c *Config) Validate() error {
+	errs := append([]error(nil), c.envErrs...)
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		bad("listen %q: %v", c.Listen, err)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			bad("metrics-listen %q: %v", c.MetricsListen, err)
+		}
+	}
+	if u, err := url.Parse(c.HubURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("hub-url %q: want an http(s) URL", c.HubURL)
+	} else if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		bad("hub-url %q: no user, query or fragment allowed", c.HubURL)
+	}
+	if c.ServerTokenEnabled {
+		if c.ServerToken == "" {
+			bad("server-token-enabled needs HF_TOKEN in the environment")
+		}
+		if len(c.APIKeys) == 0 {
+			bad("server-token-enabled needs at least one proxy API key (XETPROXY_API_KEYS or --api-keys-file): the server token is never used for anonymous callers")
+		}
+	}
+	for _, k := range c.APIKeys {
+		if len(k) < 16 {
+			bad("proxy API keys must be at least 16 characters")
+			break
+		}
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log-format %q: want text or json", c.LogFormat)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DrainTimeout <= 0 {
+		bad("drain-timeout must be positive")
+	}
+	if c.MaxDownloads < 1 {
+		bad("max-downloads must be at least 1")
+	}
+	if c.ReadAhead < 64<<10 {
+		bad("read-ahead must be at least 64KiB")
+	}
+	if c.MaxBuffer < c.ReadAhead {
+		bad("max-buffer (%d) must be at least read-ahead (%d)", c.MaxBuffer, c.ReadAhead)
+	}
+	if c.ReadHeaderTimeout <= 0 || c.UpstreamTimeout <= 0 || c.StallTimeout <= 0 || c.IdleTimeout <= 0 {
+		bad("timeouts must be positive")
+	}
+	if c.MaxHeaderBytes < 4<<10 {
+		bad("max-header-bytes must be at least 4096")
+	}
+	if c.CacheSize < 0 {
+		bad("cache-size must not be negative")
+	}
+	if (c.S3Endpoint != "" || c.S3Prefix != "" || c.S3Region != "") && c.S3Bucket == "" {
+		bad("s3 settings given without --s3-bucket")
+	}
+	return errors.Join(errs...)
+}
+
+// Redacted returns a printable summary of c with secrets replaced by their
+// presence, for the startup log line.
+func (c *Config) Redacted() []any {
+	return []any{
+		"listen", c.Listen, "metrics_listen", c.MetricsListen, "hub_url", c.HubURL,
+		"server_token_enabled", c.ServerTokenEnabled, "server_token_set", c.ServerToken != "",
+		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer,
+		"read_ahead", c.ReadAhead, "drain_timeout", c.DrainTimeout.String(),
+		"cache_dir", c.CacheDir, "s3_bucket", c.S3Bucket,
+	}
+}
+
+func (c *Config) envBool(name, v string) bool {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: want true or false", name, v))
+	}
+	return b
+}
+
+func (c *Config) envInt(name, v string) int {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: want an integer", name, v))
+	}
+	return n
+}
+
+func (c *Config) envDuration(name, v string) time.Duration {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: want a duration like 10m", name, v))
+	}
+	return d
+}
+
+func (c *Config) envSize(name, v string) int64 {
+	n, err := ParseSize(v)
+	if err != nil {
+		c.envErrs = append(c.envErrs, fmt.Errorf("%s=%q: %w", name, v, err))
+	}
+	return n
+}
+
+func splitKeys(s, sep string) []string {
+	var out []string
+	for _, k := range strings.Split(s, sep) {
+		if k = strings.TrimSpace(k); k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// ParseSize reads a byte count: a plain integer or one with a unit
+// (B, KB, MB, GB, TB in powers of 1000; KiB, MiB, GiB, TiB in powers of 1024;
+// K, M, G, T are read as the binary ones).
+func ParseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	if i == 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit like 512MiB", s)
+	}
+	n, err := strconv.ParseInt(s[:i], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size %q: %w", s, err)
+	}
+	var mult int64
+	switch strings.ToLower(strings.TrimSpace(s[i:])) {
+	case "", "b":
+		mult = 1
+	case "kb":
+		mult = 1e3
+	case "mb":
+		mult = 1e6
+	case "gb":
+		mult = 1e9
+	case "tb":
+		mult = 1e12
+	case "k", "kib":
+		mult = 1 << 10
+	case "m", "mib":
+		mult = 1 << 20
+	case "g", "gib":
+		mult = 1 << 30
+	case "t", "tib":
+		mult = 1 << 40
+	default:
+		return 0, fmt.Errorf("size %q: unknown unit", s)
+	}
+	if n > (1<<63-1)/mult {
+		return 0, fmt.Errorf("size %q: too large", s)
+	}
+	return n * mult, nil
+}
+
+// sizeFlag is a flag.Value for byte counts.
+type sizeFlag int64
+
+func (f *sizeFlag) String() string { return strconv.FormatInt(int64(*f), 10) }
+
+func (f *sizeFlag) Set(s string) error {
+	n, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*f = sizeFlag(n)
+	return nil
+}

@@ -1,0 +1,35 @@
+// Package server is the HTTP face of xetproxy: the handlers users deploy.
+//
+// Routes (see routes.go for the parsing rules):
+//
+//	GET  /health, /readyz, /metrics, /           liveness, readiness, Prometheus, usage page
+//	GET|HEAD /download/[datasets/|spaces/]{ns}/{repo}/{path...}?revision=
+//	GET|HEAD /download-hash/{xet hash}?repo=&repo_type=&revision=&filename=
+//	GET|HEAD /[datasets/|spaces/]{repo}/resolve/{rev}/{path...}   drop-in HF_ENDPOINT mirror
+//	*    /api/...                                  reverse proxy to the Hub, Xet metadata removed
+//
+// A download runs in two phases. Before the status line: route parsing,
+// auth policy, metadata (Engine.Stat), conditional requests and Range, the
+// admission check (download slots and read-ahead budget), then Engine.Open
+// and the first read. Any failure there becomes an error answer through the
+// one table in errors.go. After the status line the bytes are copied with a
+// per-write stall deadline; a failure then aborts the connection
+// (panic(http.ErrAbortHandler)) so the client sees a truncated transfer,
+// never a clean end.
+//
+// Glossary: "upstream token" is the Hub credential a request uses: the
+// caller's own bearer token, or the server's HF_TOKEN when that is enabled
+// and the caller presented a proxy API key, or none. It lives in the request
+// only; it is never logged, put in an error or metric, or stored.
+//
+// Files: config.go (flags/env, Validate), httpsem.go (Range, conditionals,
+// representation headers, pure), errors.go + errors_upstream.go (the one
+// error→status table), routes.go (path parsing), auth.go, limits.go,
+// middleware.go, metrics.go, apiproxy.go (/api passthrough), download.go
+// (the download handler), engine.go (wiring of the download engine),
+// server.go (dispatch, Serve and the drain). Subpackage sample generates the
+// demo, benchmark and test content.
+//
+// Shutdown: Serve stops accepting on context cancellation, /readyz turns
+// 503, in-flight requests run to completion within the drain deadline.
+package server

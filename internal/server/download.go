@@ -1,0 +1,258 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/proxy"
+)
+
+// Engine is what the server needs of the download engine. *proxy.Engine
+// implements it; tests may substitute their own.
+type Engine interface {
+	// Stat resolves path at revision of repo with the caller's token.
+	Stat(ctx context.Context, token string, repo hub.Repo, revision, path string) (*hub.FileMeta, error)
+	// StatHash describes the file with Xet hash h, after checking that the
+	// token can read repo at revision.
+	StatHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error)
+	// Open returns exactly length bytes of the file from offset; a failure
+	// surfaces as a Read error, never as an early clean EOF.
+	Open(ctx context.Context, token string, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error)
+}
+
+var _ Engine = (*proxy.Engine)(nil)
+
+// copyBufSize is the size of the buffers bytes travel through from the
+// engine to the client.
+const copyBufSize = 256 << 10
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+
+func hubRepo(typ, id string) hub.Repo { return hub.Repo{Type: hub.RepoType(typ), ID: id} }
+
+// serveFile answers a download of ref (the /download and resolve routes).
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef, disposition string) {
+	token, _, aerr := s.auth.upstreamToken(r)
+	if aerr != nil {
+		writeError(w, r, aerr)
+		return
+	}
+	d := s.newDownload(r)
+	defer d.cancel(nil)
+	meta, err := s.engine.Stat(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.path)
+	if err != nil {
+		s.fail(w, r, d, err)
+		return
+	}
+	s.deliver(w, r, d, token, meta, path.Base(ref.path), disposition)
+}
+
+// serveHash answers /download-hash.
+func (s *Server) serveHash(w http.ResponseWriter, r *http.Request, ref *hashRef) {
+	token, _, aerr := s.auth.upstreamToken(r)
+	if aerr != nil {
+		writeError(w, r, aerr)
+		return
+	}
+	d := s.newDownload(r)
+	defer d.cancel(nil)
+	meta, err := s.engine.StatHash(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.hash)
+	if err != nil {
+		s.fail(w, r, d, err)
+		return
+	}
+	s.deliver(w, r, d, token, meta, ref.filename, "attachment")
+}
+
+// download is the upstream side of one request: a context that ends with
+// the client, and a timer that cancels it with errUpstreamTimeout if the
+// first upstream step takes too long.
+type download struct {
+	start  time.Time
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  *time.Timer
+}
+
+func (s *Server) newDownload(r *http.Request) *download {
+	ctx, cancel := context.WithCancelCause(r.Context())
+	d := &download{start: time.Now(), ctx: ctx, cancel: cancel}
+	d.timer = time.AfterFunc(s.cfg.UpstreamTimeout, func() { cancel(errUpstreamTimeout) })
+	return d
+}
+
+// fail answers err before the status line was sent.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, d *download, err error) {
+	d.timer.Stop()
+	if r.Context().Err() == nil && errors.Is(context.Cause(d.ctx), errUpstreamTimeout) {
+		err = fmt.Errorf("%w: %w", errUpstreamTimeout, err)
+	}
+	writeError(w, r, classify(r.Context(), err))
+}
+
+// deliver answers with the file described by meta: the representation
+// headers, the conditional requests and Range, then the bytes.
+func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, token string, meta *hub.FileMeta, name, disposition string) {
+	size := meta.Size
+	etag := quoteETag(meta.ETag)
+	h := w.Header()
+	h.Set("Accept-Ranges", "bytes")
+	h.Set("ETag", etag)
+	if meta.Commit != "" {
+		h.Set("X-Repo-Commit", meta.Commit)
+	}
+	if isSHA256(meta.ETag) {
+		// what the Hub sends for LFS/Xet files; clients key their caches on it
+		h.Set("X-Linked-Etag", etag)
+		h.Set("X-Linked-Size", itoa(size))
+	}
+	h.Set("Content-Type", contentType(name))
+	h.Set("Content-Disposition", contentDisposition(disposition, name))
+
+	cond := checkConditions(r.Header, r.Method, etag)
+	switch cond {
+	case condNotModified:
+		d.timer.Stop()
+		h.Del("Content-Type")
+		h.Del("Content-Disposition")
+		w.WriteHeader(http.StatusNotModified)
+		return
+	case condFailed:
+		s.fail(w, r, d, newAPIError(http.StatusPreconditionFailed, "PreconditionFailed", "If-Match did not match the current file"))
+		return
+	}
+	sp, status := span{0, size}, http.StatusOK
+	if cond != condIgnoreRange {
+		got, kind := parseRange(r.Header.Get("Range"), size)
+		switch kind {
+		case rangeSingle:
+			sp, status = got, http.StatusPartialContent
+			h.Set("Content-Range", contentRange(sp, size))
+		case rangeUnsatisfiable, rangeInvalid:
+			e := newAPIError(http.StatusRequestedRangeNotSatisfiable, "RangeNotSatisfiable", "requested range not satisfiable ("+kind.String()+")")
+			e.Size = size
+			s.fail(w, r, d, e)
+			return
+		}
+	}
+	h.Set("Content-Length", itoa(sp.length))
+	if r.Method == http.MethodHead || sp.length == 0 {
+		d.timer.Stop()
+		w.WriteHeader(status)
+		return
+	}
+
+	release, ok := s.adm.acquire(sp.length)
+	if !ok {
+		s.fail(w, r, d, errOverloaded)
+		return
+	}
+	defer release()
+	body, err := s.engine.Open(d.ctx, token, meta, sp.start, sp.length)
+	if err != nil {
+		s.fail(w, r, d, err)
+		return
+	}
+	defer body.Close()
+
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	n, rerr := readSome(body, buf)
+	if n == 0 {
+		if rerr == nil || rerr == io.EOF {
+			rerr = io.ErrUnexpectedEOF
+		}
+		s.fail(w, r, d, rerr)
+		return
+	}
+	if !d.timer.Stop() && d.ctx.Err() != nil {
+		s.fail(w, r, d, context.Cause(d.ctx))
+		return
+	}
+	s.metrics.firstByte.Observe(time.Since(d.start).Seconds())
+	w.WriteHeader(status)
+
+	info := infoFrom(r.Context())
+	rc := http.NewResponseController(w)
+	var written int64
+	defer func() { s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written)) }()
+	for {
+		if n > 0 {
+			if n64 := int64(n); written+n64 > sp.length {
+				rerr = errors.New("engine returned more bytes than asked")
+				n = int(sp.length - written)
+			}
+			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
+			m, werr := w.Write(buf[:n])
+			written += int64(m)
+			if werr != nil {
+				reason := "client"
+				if errors.Is(werr, os.ErrDeadlineExceeded) {
+					reason, werr = "stall", fmt.Errorf("%w: %w", errStalled, werr)
+				} else {
+					info.status = StatusClientClosedRequest
+				}
+				s.abort(r, info, reason, werr)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			reason := "upstream"
+			if r.Context().Err() != nil {
+				reason = "client"
+				info.status = StatusClientClosedRequest
+			}
+			s.abort(r, info, reason, rerr)
+		}
+		n, rerr = body.Read(buf)
+	}
+	if written != sp.length {
+		s.abort(r, info, "upstream", fmt.Errorf("engine ended after %d of %d bytes", written, sp.length))
+	}
+	_ = rc.SetWriteDeadline(time.Time{})
+}
+
+// abort ends an answer whose status line is out: the connection is cut so
+// the client sees a truncated transfer.
+func (s *Server) abort(r *http.Request, info *reqInfo, reason string, err error) {
+	info.err = err
+	s.metrics.aborted.WithLabelValues(reason).Inc()
+	panic(http.ErrAbortHandler)
+}
+
+// readSome reads until it has at least one byte or an error.
+func readSome(r io.Reader, buf []byte) (int, error) {
+	for i := 0; i < 100; i++ {
+		n, err := r.Read(buf)
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, io.ErrNoProgress
+}
+
+// isSHA256 reports whether an etag is a bare sha256 hex digest.
+func isSHA256(etag string) bool {
+	if len(etag) != 64 {
+		return false
+	}
+	for i := 0; i < len(etag); i++ {
+		c := etag[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

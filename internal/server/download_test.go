@@ -1,0 +1,505 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/hub"
+	"go.uber.org/goleak"
+)
+
+type fixture struct {
+	t     *testing.T
+	eng   *fakeEngine
+	srv   *Server
+	ts    *httptest.Server
+	big   *fakeFile
+	small *fakeFile
+}
+
+func newFixture(t *testing.T, mod func(*Config)) *fixture {
+	t.Helper()
+	cfg := testConfig("http://127.0.0.1:1")
+	if mod != nil {
+		mod(&cfg)
+	}
+	eng := newFakeEngine()
+	data := make([]byte, 3<<20+17)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	for i := range data {
+		data[i] = byte(rnd.Uint32())
+	}
+	f := &fixture{t: t, eng: eng}
+	f.big = eng.add("model", "org/m", "main", "model.safetensors", data, true, "")
+	eng.add("model", "org/m", "refs/pr/1", "sub/dir/w.bin", data[:1000], true, "")
+	f.small = eng.add("model", "org/m", "main", "config.json", []byte(`{"a":1}`), false, "")
+	eng.add("model", "org/m", "main", "empty.txt", nil, false, "")
+	eng.add("dataset", "org/d", "main", "data/train.csv", []byte("a,b\n1,2\n"), false, "")
+	eng.add("model", "org/private", "main", "w.bin", data[:5000], true, "hf_reader")
+	s, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "v-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv = s
+	f.ts = httptest.NewServer(s.Handler())
+	t.Cleanup(f.ts.Close)
+	return f
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+	err    error // body read error
+}
+
+func (f *fixture) do(method, path string, hdr ...string) answer {
+	f.t.Helper()
+	req, err := http.NewRequest(method, f.ts.URL+path, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return answer{res.StatusCode, res.Header, b, err}
+}
+
+func TestDownloadWhole(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, path := range []string{"/download/org/m/model.safetensors", "/org/m/resolve/main/model.safetensors", "/download/org/m/model.safetensors?revision=main"} {
+		a := f.do("GET", path)
+		if a.status != 200 || !bytes.Equal(a.body, f.big.data) || a.err != nil {
+			t.Fatalf("%s: %d, %d bytes, %v", path, a.status, len(a.body), a.err)
+		}
+		h := a.header
+		etag := `"` + f.big.meta.ETag + `"`
+		for k, want := range map[string]string{
+			"Content-Length": itoa(int64(len(f.big.data))), "Accept-Ranges": "bytes", "ETag": etag,
+			"X-Linked-Etag": etag, "X-Linked-Size": itoa(int64(len(f.big.data))), "X-Repo-Commit": fakeCommit,
+			"Content-Type": "application/octet-stream",
+		} {
+			if h.Get(k) != want {
+				t.Errorf("%s: %s = %q, want %q", path, k, h.Get(k), want)
+			}
+		}
+		if cd := h.Get("Content-Disposition"); !strings.Contains(cd, `filename="model.safetensors"`) {
+			t.Errorf("%s: Content-Disposition %q", path, cd)
+		}
+		for k := range h {
+			if strings.HasPrefix(strings.ToLower(k), "x-xet") {
+				t.Errorf("%s: Xet header %s leaked", path, k)
+			}
+		}
+		if h.Get("Link") != "" {
+			t.Errorf("%s: Link header %q", path, h.Get("Link"))
+		}
+	}
+	a := f.do("GET", "/org/m/resolve/main/config.json")
+	if a.status != 200 || string(a.body) != `{"a":1}` || a.header.Get("Content-Type") != "application/json" ||
+		a.header.Get("X-Linked-Etag") != "" || a.header.Get("ETag") != `"`+f.small.meta.ETag+`"` ||
+		!strings.HasPrefix(a.header.Get("Content-Disposition"), "inline;") {
+		t.Errorf("plain file: %d %v %q", a.status, a.header, a.body)
+	}
+	a = f.do("GET", "/org/m/resolve/refs%2Fpr%2F1/sub/dir/w.bin")
+	if a.status != 200 || !bytes.Equal(a.body, f.big.data[:1000]) {
+		t.Errorf("refs/pr/1 sub-directory: %d", a.status)
+	}
+	a = f.do("GET", "/download/org/m/sub/dir/w.bin?revision=refs/pr/1")
+	if a.status != 200 || len(a.body) != 1000 {
+		t.Errorf("/download refs/pr/1: %d", a.status)
+	}
+	a = f.do("GET", "/datasets/org/d/resolve/main/data/train.csv")
+	if a.status != 200 || string(a.body) != "a,b\n1,2\n" {
+		t.Errorf("dataset resolve: %d %q", a.status, a.body)
+	}
+	a = f.do("GET", "/download/datasets/org/d/data/train.csv")
+	if a.status != 200 || string(a.body) != "a,b\n1,2\n" {
+		t.Errorf("dataset download: %d %q", a.status, a.body)
+	}
+	a = f.do("GET", "/download/org/m/empty.txt")
+	if a.status != 200 || len(a.body) != 0 || a.header.Get("Content-Length") != "0" {
+		t.Errorf("empty: %d %v", a.status, a.header)
+	}
+	h := f.big.meta.XetHash.String()
+	a = f.do("GET", "/download-hash/"+h+"?repo=org/m&filename=weights.safetensors")
+	if a.status != 200 || !bytes.Equal(a.body, f.big.data) || !strings.Contains(a.header.Get("Content-Disposition"), "weights.safetensors") {
+		t.Errorf("download-hash: %d %v", a.status, a.header)
+	}
+	a = f.do("GET", "/download-hash/"+h[:10]+"?repo=org/m")
+	if a.status != 400 || a.header.Get("X-Error-Code") != "InvalidHash" {
+		t.Errorf("bad hash: %d", a.status)
+	}
+}
+
+func TestDownloadHead(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, path := range []string{"/download/org/m/model.safetensors", "/org/m/resolve/main/model.safetensors", "/download-hash/" + f.big.meta.XetHash.String() + "?repo=org/m"} {
+		a := f.do("HEAD", path)
+		if a.status != 200 || len(a.body) != 0 || a.header.Get("Content-Length") != itoa(int64(len(f.big.data))) || a.header.Get("X-Repo-Commit") != fakeCommit {
+			t.Errorf("HEAD %s: %d %v", path, a.status, a.header)
+		}
+	}
+	a := f.do("HEAD", "/download/org/m/model.safetensors", "Range", "bytes=10-19")
+	if a.status != 206 || a.header.Get("Content-Range") != fmt.Sprintf("bytes 10-19/%d", len(f.big.data)) || a.header.Get("Content-Length") != "10" {
+		t.Errorf("HEAD range: %d %v", a.status, a.header)
+	}
+	if f.eng.opens != 0 {
+		t.Errorf("HEAD opened %d downloads", f.eng.opens)
+	}
+}
+
+func TestDownloadRanges(t *testing.T) {
+	f := newFixture(t, nil)
+	size := int64(len(f.big.data))
+	tests := []struct {
+		rng        string
+		status     int
+		start, end int64 // expected body = data[start:end]
+	}{
+		{"bytes=0-0", 206, 0, 1},
+		{"bytes=100-199", 206, 100, 200},
+		{"bytes=100-", 206, 100, size},
+		{"bytes=-500", 206, size - 500, size},
+		{"bytes=-99999999999", 206, 0, size},
+		{fmt.Sprintf("bytes=%d-", size-1), 206, size - 1, size},
+		{fmt.Sprintf("bytes=5-%d", size+1000), 206, 5, size},
+		{"bytes=0-1,5-9", 200, 0, size},
+		{"items=0-5", 200, 0, size},
+		{fmt.Sprintf("bytes=%d-", size), 416, 0, 0},
+		{"bytes=-0", 416, 0, 0},
+		{"bytes=abc", 416, 0, 0},
+		{"bytes=9-3", 416, 0, 0},
+		{"bytes=--1", 416, 0, 0},
+	}
+	for _, tc := range tests {
+		a := f.do("GET", "/download/org/m/model.safetensors", "Range", tc.rng)
+		if a.status != tc.status {
+			t.Errorf("%s: status %d, want %d", tc.rng, a.status, tc.status)
+			continue
+		}
+		switch tc.status {
+		case 206:
+			if !bytes.Equal(a.body, f.big.data[tc.start:tc.end]) || a.header.Get("Content-Range") != fmt.Sprintf("bytes %d-%d/%d", tc.start, tc.end-1, size) {
+				t.Errorf("%s: %d bytes, Content-Range %q", tc.rng, len(a.body), a.header.Get("Content-Range"))
+			}
+		case 200:
+			if !bytes.Equal(a.body, f.big.data) || a.header.Get("Content-Range") != "" {
+				t.Errorf("%s: whole file expected", tc.rng)
+			}
+		case 416:
+			if a.header.Get("Content-Range") != fmt.Sprintf("bytes */%d", size) || a.header.Get("X-Error-Code") != "RangeNotSatisfiable" {
+				t.Errorf("%s: 416 headers %v", tc.rng, a.header)
+			}
+		}
+	}
+	a := f.do("GET", "/download/org/m/empty.txt", "Range", "bytes=0-0")
+	if a.status != 416 || a.header.Get("Content-Range") != "bytes */0" {
+		t.Errorf("empty range: %d %v", a.status, a.header)
+	}
+	// what @huggingface/hub sends first: a plain 206 makes it download plainly
+	a = f.do("GET", "/org/m/resolve/main/model.safetensors", "Range", "bytes=0-0", "Accept", "application/vnd.xet-fileinfo+json, */*")
+	if a.status != 206 || a.header.Get("Content-Range") != fmt.Sprintf("bytes 0-0/%d", size) || len(a.body) != 1 ||
+		strings.Contains(a.header.Get("Content-Type"), "xet") || a.header.Get("X-Xet-Hash") != "" || a.header.Get("Link") != "" {
+		t.Errorf("xet fileinfo probe: %d %v", a.status, a.header)
+	}
+}
+
+func TestDownloadConditional(t *testing.T) {
+	f := newFixture(t, nil)
+	etag := `"` + f.big.meta.ETag + `"`
+	p := "/download/org/m/model.safetensors"
+	a := f.do("GET", p, "If-None-Match", etag)
+	if a.status != 304 || len(a.body) != 0 || a.header.Get("ETag") != etag {
+		t.Errorf("If-None-Match: %d %v", a.status, a.header)
+	}
+	a = f.do("HEAD", p, "If-None-Match", `W/`+etag)
+	if a.status != 304 {
+		t.Errorf("weak If-None-Match on HEAD: %d", a.status)
+	}
+	a = f.do("GET", p, "If-None-Match", `"other"`, "Range", "bytes=0-9")
+	if a.status != 206 || len(a.body) != 10 {
+		t.Errorf("If-None-Match mismatch: %d", a.status)
+	}
+	a = f.do("GET", p, "If-Range", etag, "Range", "bytes=0-9")
+	if a.status != 206 || len(a.body) != 10 {
+		t.Errorf("If-Range match: %d", a.status)
+	}
+	a = f.do("GET", p, "If-Range", `"stale"`, "Range", "bytes=0-9")
+	if a.status != 200 || !bytes.Equal(a.body, f.big.data) {
+		t.Errorf("If-Range mismatch: %d %d bytes", a.status, len(a.body))
+	}
+	a = f.do("GET", p, "If-Match", `"stale"`)
+	if a.status != 412 {
+		t.Errorf("If-Match mismatch: %d", a.status)
+	}
+	if f.eng.opens != 3 {
+		t.Errorf("opens = %d, want 3 (304 and 412 must not download)", f.eng.opens)
+	}
+}
+
+func TestDownloadAuth(t *testing.T) {
+	const key = "key-0123456789abcdef"
+	f := newFixture(t, func(c *Config) {
+		c.ServerTokenEnabled, c.ServerToken, c.APIKeys = true, "hf_reader", []string{key}
+	})
+	p := "/org/private/resolve/main/w.bin"
+	tests := []struct {
+		hdr    []string
+		status int
+		code   string
+	}{
+		{nil, 401, "RepoNotFound"},
+		{[]string{"Authorization", "Bearer hf_wrong"}, 404, "RepoNotFound"},
+		{[]string{"Authorization", "Bearer hf_reader"}, 200, ""},
+		{[]string{"X-Proxy-Key", key}, 200, ""},
+		{[]string{"Authorization", "Bearer " + key}, 200, ""},
+		{[]string{"X-Proxy-Key", "key-not-a-valid-key"}, 401, "InvalidProxyKey"},
+	}
+	for _, tc := range tests {
+		a := f.do("GET", p, tc.hdr...)
+		if a.status != tc.status || a.header.Get("X-Error-Code") != tc.code {
+			t.Errorf("%v: %d %q, want %d %q", tc.hdr, a.status, a.header.Get("X-Error-Code"), tc.status, tc.code)
+		}
+	}
+	for _, tok := range f.eng.openTokens {
+		if tok != "hf_reader" {
+			t.Errorf("Open got token %q", tok)
+		}
+	}
+	f2 := newFixture(t, func(c *Config) { c.APIKeys = []string{key} }) // server token not enabled
+	if a := f2.do("GET", p, "X-Proxy-Key", key); a.status != 401 {
+		t.Errorf("key without server token enabled: %d", a.status)
+	}
+	a := f.do("GET", "/org/m/resolve/main/missing.bin")
+	if a.status != 404 || a.header.Get("X-Error-Code") != "EntryNotFound" {
+		t.Errorf("missing entry: %d %v", a.status, a.header)
+	}
+}
+
+func TestDownloadMalformed(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, p := range []string{
+		"/download/org/m/../m/model.safetensors", "/download/org/m/%2E%2E/x", "/download/org/m/a%2Fb",
+		"/org/m/resolve/main/%2e%2e/%2e%2e/etc/passwd", "/org/m/resolve/..%2F..%2Fmain/x", "/download/org/m//x",
+		"/download/org/m/x%00y", "/download/or%20g/m/x", "/download-hash/zz?repo=org/m",
+		"/download-hash/" + strings.Repeat("0", 64) + "?repo=../etc",
+	} {
+		req, _ := http.NewRequest("GET", f.ts.URL, nil)
+		req.URL.Opaque = p // send the path exactly as written
+		res, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != 400 {
+			t.Errorf("%s: %d, want 400", p, res.StatusCode)
+		}
+	}
+	if f.eng.stats != 0 {
+		t.Errorf("malformed requests reached the engine %d times", f.eng.stats)
+	}
+}
+
+func TestDownloadUpstreamErrors(t *testing.T) {
+	f := newFixture(t, nil)
+	p := "/download/org/m/model.safetensors"
+	f.eng.statErr = &hub.Error{Status: 503, Message: "down"}
+	if a := f.do("GET", p); a.status != 502 {
+		t.Errorf("hub 503: %d", a.status)
+	}
+	f.eng.statErr = &hub.Error{Status: 403, Code: "GatedRepo", Message: "Access to model org/m is restricted"}
+	if a := f.do("GET", p); a.status != 403 || a.header.Get("X-Error-Code") != "GatedRepo" || !strings.Contains(a.header.Get("X-Error-Message"), "restricted") {
+		t.Errorf("gated: %d %v", a.status, a.header)
+	}
+	f.eng.statErr = fmt.Errorf("resolve: %w", context.DeadlineExceeded)
+	if a := f.do("GET", p); a.status != 504 {
+		t.Errorf("timeout: %d", a.status)
+	}
+	f.eng.statErr = nil
+	f.eng.failOpen = errors.New("cas exploded")
+	if a := f.do("GET", p); a.status != 502 || a.header.Get("X-Error-Code") != "UpstreamError" {
+		t.Errorf("open failure: %d", a.status)
+	}
+	f.eng.failOpen = nil
+	f.eng.failAfter = 0
+	if a := f.do("GET", p); a.status != 502 {
+		t.Errorf("failure before the first byte: %d", a.status)
+	}
+	// failure after the status line: the client must see a broken transfer
+	f.eng.failAfter = 1 << 20
+	a := f.do("GET", p)
+	if a.status != 200 || a.err == nil || len(a.body) >= len(f.big.data) {
+		t.Errorf("mid-stream failure: %d, %d bytes, err %v (want a read error)", a.status, len(a.body), a.err)
+	}
+	a = f.do("GET", p, "Range", "bytes=100-")
+	if a.status != 206 || a.err == nil {
+		t.Errorf("mid-stream failure in a range: %d, err %v", a.status, a.err)
+	}
+}
+
+func TestDownloadUpstreamTimeout(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.UpstreamTimeout = 100 * time.Millisecond })
+	f.eng.gate = make(chan struct{}) // never opens: the first read waits
+	start := time.Now()
+	a := f.do("GET", "/download/org/m/model.safetensors")
+	if a.status != 504 || a.header.Get("X-Error-Code") != "UpstreamTimeout" {
+		t.Errorf("first read past the deadline: %d", a.status)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("timeout took %v", time.Since(start))
+	}
+}
+
+func TestDownloadOverload(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxDownloads = 1 })
+	gate := make(chan struct{})
+	f.eng.gate = gate
+	done := make(chan answer)
+	go func() {
+		req, _ := http.NewRequest("GET", f.ts.URL+"/download/org/m/model.safetensors", nil)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- answer{status: res.StatusCode, body: b, err: err}
+	}()
+	waitFor(t, func() bool { return f.srv.adm.inFlight() == 1 })
+	a := f.do("GET", "/download/org/m/config.json")
+	if a.status != 503 || a.header.Get("Retry-After") == "" || a.header.Get("X-Error-Code") != "Overloaded" {
+		t.Errorf("overload: %d %v", a.status, a.header)
+	}
+	if a := f.do("GET", "/readyz"); a.status != 503 {
+		t.Errorf("readyz while full: %d", a.status)
+	}
+	if a := f.do("HEAD", "/download/org/m/config.json"); a.status != 200 {
+		t.Errorf("HEAD while full: %d (needs no slot)", a.status)
+	}
+	close(gate)
+	if a := <-done; a.status != 200 || len(a.body) != len(f.big.data) || a.err != nil {
+		t.Errorf("first download: %d %d %v", a.status, len(a.body), a.err)
+	}
+	if a := f.do("GET", "/download/org/m/config.json"); a.status != 200 {
+		t.Errorf("after the slot freed: %d", a.status)
+	}
+	if a := f.do("GET", "/metrics"); !bytes.Contains(a.body, []byte(`xetproxy_downloads_rejected_total{reason="slots"} 1`)) {
+		t.Error("rejection not counted")
+	}
+}
+
+func TestClientDisconnect(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	f := newFixture(t, nil)
+	gate := make(chan struct{}, 1)
+	f.eng.gate = gate
+	gate <- struct{}{} // one read, then the body waits
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", f.ts.URL+"/download/org/m/model.safetensors", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1000)
+	if _, err := io.ReadFull(res.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	res.Body.Close()
+	waitFor(t, func() bool { return f.eng.liveBodies() == 0 && f.srv.adm.inFlight() == 0 })
+	f.ts.Close()
+	http.DefaultClient.CloseIdleConnections()
+}
+
+func TestDrain(t *testing.T) {
+	f := newFixture(t, nil)
+	gate := make(chan struct{})
+	f.eng.gate = gate
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- f.srv.Serve(ctx, ln, nil) }()
+	done := make(chan answer)
+	go func() {
+		res, err := http.Get("http://" + ln.Addr().String() + "/download/org/m/model.safetensors")
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		done <- answer{status: res.StatusCode, body: b, err: err}
+	}()
+	waitFor(t, func() bool { return f.srv.adm.inFlight() == 1 })
+	cancel()
+	waitFor(t, func() bool {
+		_, err := net.Dial("tcp", ln.Addr().String())
+		return err != nil // stopped accepting
+	})
+	select {
+	case err := <-served:
+		t.Fatalf("Serve returned %v with a download in flight", err)
+	default:
+	}
+	close(gate)
+	if a := <-done; a.status != 200 || !bytes.Equal(a.body, f.big.data) || a.err != nil {
+		t.Errorf("download during drain: %d %d %v", a.status, len(a.body), a.err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve after a clean drain: %v", err)
+	}
+}
+
+func TestDrainDeadline(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.DrainTimeout = 200 * time.Millisecond })
+	f.eng.gate = make(chan struct{}) // never opens
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- f.srv.Serve(ctx, ln, nil) }()
+	go func() {
+		res, err := http.Get("http://" + ln.Addr().String() + "/download/org/m/model.safetensors")
+		if err == nil {
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	}()
+	waitFor(t, func() bool { return f.srv.adm.inFlight() == 1 })
+	cancel()
+	if err := <-served; !errors.Is(err, ErrDrainTimeout) {
+		t.Errorf("Serve = %v, want ErrDrainTimeout", err)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

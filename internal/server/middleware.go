@@ -1,0 +1,168 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync/atomic"
+	"time"
+)
+
+// reqInfo travels in the request context so that handlers can tell the
+// access log and the metrics what they did without knowing about either.
+type reqInfo struct {
+	id     string
+	route  string // bounded set of route names, used as a metric label
+	status int    // overrides the written status (499 when the client left)
+	err    error  // why the request failed, for the log line
+	quiet  bool   // log at debug (health checks, metrics scrapes)
+	served atomic.Int64
+}
+
+type ctxKey struct{}
+
+func infoFrom(ctx context.Context) *reqInfo {
+	i, _ := ctx.Value(ctxKey{}).(*reqInfo)
+	return i
+}
+
+// setRoute names the route of the request for logs and metrics.
+func setRoute(r *http.Request, route string) {
+	if i := infoFrom(r.Context()); i != nil {
+		i.route = route
+	}
+}
+
+// RequestID returns the request ID the middleware assigned to ctx's request.
+func RequestID(ctx context.Context) string {
+	if i := infoFrom(ctx); i != nil {
+		return i.id
+	}
+	return ""
+}
+
+// newRequestID returns 16 random hex digits.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// validRequestID accepts a caller's X-Request-Id only if it is short and
+// plain, so it is safe in logs and headers.
+func validRequestID(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// statusWriter records the status and the body bytes of an answer. It
+// unwraps for http.ResponseController (write deadlines, flushing).
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// instrument wraps next with request IDs, the access log, metrics and
+// panic recovery. It never sees or logs credentials: the log line holds the
+// method, escaped path, route, status, sizes and timings only.
+func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		info := &reqInfo{route: "other"}
+		if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
+			info.id = id
+		} else {
+			info.id = newRequestID()
+		}
+		w.Header().Set("X-Request-Id", info.id)
+		sw := &statusWriter{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, info))
+
+		defer func() {
+			p := recover()
+			if p != nil && p != http.ErrAbortHandler {
+				log.Error("panic", "request_id", info.id, "panic", p, "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					writeError(sw, r, newAPIError(http.StatusInternalServerError, "InternalError", "internal error"))
+				}
+				p = http.ErrAbortHandler
+			}
+			status := sw.status
+			if info.status != 0 {
+				status = info.status
+			} else if p != nil {
+				// aborted mid-answer: the client saw a broken transfer
+				if r.Context().Err() != nil {
+					status = StatusClientClosedRequest
+				}
+			}
+			if status == 0 {
+				status = http.StatusOK
+			}
+			elapsed := time.Since(start)
+			m.observeRequest(info.route, r.Method, status, elapsed)
+			attrs := []any{
+				"request_id", info.id, "method", r.Method, "path", r.URL.EscapedPath(),
+				"route", info.route, "status", status, "bytes", sw.bytes,
+				"duration_ms", float64(elapsed.Microseconds()) / 1000, "remote", r.RemoteAddr,
+			}
+			if p != nil {
+				attrs = append(attrs, "aborted", true)
+			}
+			if info.err != nil {
+				attrs = append(attrs, "error", info.err.Error())
+			}
+			level := slog.LevelInfo
+			switch {
+			case status == StatusClientClosedRequest || info.quiet:
+				level = slog.LevelDebug
+			case status >= 500 || p != nil:
+				level = slog.LevelWarn
+			}
+			log.Log(r.Context(), level, "request", attrs...)
+			if p != nil {
+				panic(p)
+			}
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -1,0 +1,256 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options wire a Server. Config must have passed Validate.
+type Options struct {
+	Config  Config
+	Engine  Engine       // the download engine
+	Logger  *slog.Logger // nil = discard
+	Metrics *Metrics     // nil = a fresh set
+	Version string
+	// Transport carries /api passthrough requests; nil = a metered
+	// http.DefaultTransport clone. Give the download engine
+	// Metrics.Transport(...) too so upstream metrics cover both.
+	Transport http.RoundTripper
+}
+
+// Server is the xetproxy HTTP server.
+type Server struct {
+	cfg     Config
+	engine  Engine
+	log     *slog.Logger
+	metrics *Metrics
+	version string
+	hub     *url.URL
+	auth    *authPolicy
+	adm     *admission
+	api     *apiProxy
+	handler http.Handler
+}
+
+// New builds a Server from opts.
+func New(opts Options) (*Server, error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	if opts.Engine == nil {
+		return nil, errors.New("server: no download engine")
+	}
+	hub, err := url.Parse(opts.Config.HubURL)
+	if err != nil {
+		return nil, fmt.Errorf("hub url: %w", err)
+	}
+	s := &Server{
+		cfg:     opts.Config,
+		engine:  opts.Engine,
+		log:     opts.Logger,
+		metrics: opts.Metrics,
+		version: opts.Version,
+		hub:     hub,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(s.version)
+	}
+	tr := opts.Transport
+	if tr == nil {
+		tr = s.metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), s.cfg.HubURL)
+	}
+	s.auth = newAuthPolicy(&s.cfg)
+	s.adm = newAdmission(&s.cfg, s.metrics)
+	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics)
+	return s, nil
+}
+
+// Handler is the main handler: every route, and /metrics unless a separate
+// metrics listener is configured.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// MetricsHandler serves /metrics alone, for --metrics-listen.
+func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler() }
+
+// Metrics returns the server's metrics (for wiring the engine's hooks).
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// route dispatches on the escaped path; see the package doc for the table.
+func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.EscapedPath()
+	switch {
+	case p == "/health":
+		s.health(w, r)
+	case p == "/readyz":
+		s.readyz(w, r)
+	case p == "/metrics" && s.cfg.MetricsListen == "":
+		setRoute(r, "metrics")
+		infoFrom(r.Context()).quiet = true
+		s.metrics.Handler().ServeHTTP(w, r)
+	case p == "/" || p == "/index.html":
+		s.usage(w, r)
+	case strings.HasPrefix(p, "/api/"):
+		s.api.ServeHTTP(w, r)
+	case strings.HasPrefix(p, "/download/"):
+		setRoute(r, "download")
+		if !s.getOrHead(w, r) {
+			return
+		}
+		ref, err := parseDownload(strings.TrimPrefix(p, "/download/"), r.URL.Query())
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		s.serveFile(w, r, ref, "attachment")
+	case strings.HasPrefix(p, "/download-hash/"):
+		setRoute(r, "download_hash")
+		if !s.getOrHead(w, r) {
+			return
+		}
+		ref, err := parseDownloadHash(strings.TrimPrefix(p, "/download-hash/"), r.URL.Query())
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		s.serveHash(w, r, ref)
+	default:
+		ref, ok, err := parseResolve(strings.TrimPrefix(p, "/"))
+		if !ok {
+			setRoute(r, "other")
+			writeError(w, r, newAPIError(http.StatusNotFound, "NotFound", "no such route; see / for usage"))
+			return
+		}
+		setRoute(r, "resolve")
+		if !s.getOrHead(w, r) {
+			return
+		}
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		s.serveFile(w, r, ref, "inline")
+	}
+}
+
+func (s *Server) getOrHead(w http.ResponseWriter, r *http.Request) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	writeError(w, r, newAPIError(http.StatusMethodNotAllowed, "MethodNotAllowed", "only GET and HEAD are allowed here"))
+	return false
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	setRoute(r, "health")
+	infoFrom(r.Context()).quiet = true
+	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ok", "version": s.version})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	setRoute(r, "readyz")
+	infoFrom(r.Context()).quiet = true
+	if ok, why := s.adm.ready(); !ok {
+		w.Header().Set("Retry-After", retryAfterSeconds)
+		writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": why})
+		return
+	}
+	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, _ := json.Marshal(v)
+	b = append(b, '\n')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Length", itoa(int64(len(b))))
+	w.WriteHeader(status)
+	if r.Method != http.MethodHead {
+		w.Write(b)
+	}
+}
+
+// ErrDrainTimeout is returned by Serve when in-flight requests were still
+// running at the drain deadline and had to be cut.
+var ErrDrainTimeout = errors.New("drain deadline passed with requests in flight")
+
+// Serve answers on ln (and metrics on metricsLn, if not nil) until ctx is
+// done, then drains: listeners close at once, /readyz answers 503 on the
+// connections still open, and in-flight requests may finish within
+// Config.DrainTimeout. It returns nil after a clean drain, ErrDrainTimeout
+// if requests had to be cut, or the error that stopped a listener.
+func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
+	hs := s.httpServer(s.handler)
+	var ms *http.Server
+	if metricsLn != nil {
+		ms = s.httpServer(s.metrics.Handler())
+	}
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	start := func(srv *http.Server, l net.Listener) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	start(hs, ln)
+	if ms != nil {
+		start(ms, metricsLn)
+	}
+	s.log.Info("serving", "addr", ln.Addr().String(), "version", s.version)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	s.adm.setDraining()
+	s.log.Info("draining", "in_flight", s.adm.inFlight(), "deadline", s.cfg.DrainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	err := hs.Shutdown(dctx)
+	if err != nil {
+		s.log.Warn("drain deadline passed; closing connections", "in_flight", s.adm.inFlight())
+		hs.Close()
+		err = ErrDrainTimeout
+	}
+	if ms != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ms.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	if serveErr != nil {
+		return serveErr
+	}
+	if err == nil {
+		s.log.Info("drained")
+	}
+	return err
+}
+
+func (s *Server) httpServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+}

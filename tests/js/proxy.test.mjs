@@ -1,0 +1,99 @@
+// Drives the official @huggingface/hub client, unmodified, against the
+// xetproxy server (hubUrl = the proxy), which sits in front of fakehub.
+//
+// Environment (set by tests/e2e TestHFJSClient; the tests skip without it):
+//   PROXY_URL     the proxy base URL, passed to the client as hubUrl
+//   FILES         JSON list of {repo, path, size, sha256, slices: [[start, end, sha256]]}
+//   PRIVATE_REPO  a private repo id, PRIVATE_PATH a file in it
+//   READER_TOKEN  a Hub token that may read PRIVATE_REPO
+//
+// Every request the client makes goes through a fetch wrapper that records
+// its URL and tags it with X-Test-Client: hfjs, so the Go side can check in
+// fakehub's request log that none of them reached the Hub or CAS directly.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { downloadFile, fileDownloadInfo, listFiles } from "@huggingface/hub";
+
+const proxyUrl = process.env.PROXY_URL;
+const skip = proxyUrl ? false : "PROXY_URL not set: run through go test ./tests/e2e/ -run TestHFJSClient";
+const files = proxyUrl ? JSON.parse(process.env.FILES) : [];
+
+const seen = [];
+async function taggedFetch(input, init = {}) {
+	const isRequest = typeof input === "object" && !(input instanceof URL);
+	const url = isRequest ? input.url : String(input);
+	seen.push(url);
+	const headers = new Headers(init.headers ?? (isRequest ? input.headers : undefined));
+	headers.set("X-Test-Client", "hfjs");
+	return fetch(input, { ...init, headers });
+}
+
+function repoOf(id) {
+	for (const type of ["dataset", "space"]) {
+		if (id.startsWith(`${type}s/`)) {
+			return { type, name: id.slice(type.length + 2) };
+		}
+	}
+	return { type: "model", name: id };
+}
+
+function sha256(buf) {
+	return createHash("sha256").update(Buffer.from(buf)).digest("hex");
+}
+
+test("fileDownloadInfo sees a plain file: no Xet info", { skip }, async () => {
+	for (const f of files) {
+		const info = await fileDownloadInfo({ repo: repoOf(f.repo), path: f.path, hubUrl: proxyUrl, fetch: taggedFetch });
+		assert.ok(info, `${f.path}: no info`);
+		assert.equal(info.xet, undefined, `${f.path}: the client was offered Xet`);
+		assert.equal(info.size, f.size, `${f.path}: size`);
+	}
+});
+
+test("downloadFile whole files, byte-identical", { skip }, async () => {
+	for (const f of files) {
+		const blob = await downloadFile({ repo: repoOf(f.repo), path: f.path, hubUrl: proxyUrl, fetch: taggedFetch });
+		assert.ok(blob, `${f.path}: null`);
+		assert.equal(blob.size, f.size);
+		assert.equal(sha256(await blob.arrayBuffer()), f.sha256, `${f.path}: content`);
+	}
+});
+
+test("downloadFile slices, byte-identical", { skip }, async () => {
+	for (const f of files) {
+		for (const [start, end, want] of f.slices ?? []) {
+			const blob = await downloadFile({ repo: repoOf(f.repo), path: f.path, hubUrl: proxyUrl, fetch: taggedFetch });
+			const part = blob.slice(start, end);
+			assert.equal(part.size, end - start);
+			assert.equal(sha256(await part.arrayBuffer()), want, `${f.path} [${start}, ${end})`);
+		}
+	}
+});
+
+test("missing file is null, private file needs the token", { skip }, async () => {
+	const missing = await downloadFile({ repo: repoOf(files[0].repo), path: "no/such/file.bin", hubUrl: proxyUrl, fetch: taggedFetch });
+	assert.equal(missing, null);
+	const repo = repoOf(process.env.PRIVATE_REPO);
+	const path = process.env.PRIVATE_PATH;
+	await assert.rejects(downloadFile({ repo, path, hubUrl: proxyUrl, fetch: taggedFetch }));
+	const blob = await downloadFile({ repo, path, hubUrl: proxyUrl, fetch: taggedFetch, accessToken: process.env.READER_TOKEN });
+	assert.ok(blob && blob.size > 0);
+	await blob.arrayBuffer();
+});
+
+test("listFiles through the proxy carries no xetHash", { skip }, async () => {
+	let n = 0;
+	for await (const entry of listFiles({ repo: repoOf(files[0].repo), recursive: true, hubUrl: proxyUrl, fetch: taggedFetch })) {
+		assert.equal(entry.xetHash, undefined, `${entry.path}: xetHash leaked`);
+		n++;
+	}
+	assert.ok(n > 0);
+});
+
+test("every request went to the proxy", { skip }, () => {
+	assert.ok(seen.length > 0);
+	for (const url of seen) {
+		assert.ok(url.startsWith(proxyUrl + "/"), `request outside the proxy: ${url}`);
+	}
+});
