@@ -40,12 +40,11 @@ func commands() []command {
 	return []command{
 		helpCommand(),
 		versionCommand(),
-		hashCommand(),
 		fakehubCommand(),
-		lsCommand(),
-		downloadCommand(),
-		serveCommand(),
-		demoCommand(),
+		hashCommand(),
+		healthcheckCommand(),
+		serveCommand(), demoCommand(),
+		lsCommand(), downloadCommand(),
 	}
 }
 
