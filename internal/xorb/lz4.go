@@ -212,6 +212,12 @@ func decodeLZ4Frame(out, src []byte, start int) (n, next int, err error) {
 			pos += copy(out[pos:limit], data)
 			continue
 		}
+		if limit == pos {
+			// No room left: any compressed block would overrun the chunk
+			// (encoders never emit empty blocks), and pierrec's assembly
+			// decoder must not be handed an empty destination.
+			return 0, 0, formatErr(int64(in-size), "lz4: output longer than the chunk header says")
+		}
 		var k int
 		var err error
 		if linked && pos > 0 {
