@@ -21,10 +21,10 @@
 // Minting a read token is the Hub's access check: a user who may not read
 // the repo gets no token.
 //
-// Errors: Hub answers become *Error with the status, X-Error-Code and
-// message (matching ErrNotFound, ErrUnauthorized, ErrForbidden); failures
-// to reach the Hub are *NetError. Neither ever contains a token, and URLs
-// in them are redacted (no query). 408, 429 and 5xx answers and network
-// errors are retried with jittered exponential backoff, honouring
-// Retry-After.
+// Errors: Hub answers become *Error with the status, X-Error-Code, message
+// and X-Repo-Commit, if any (matching ErrNotFound, ErrUnauthorized,
+// ErrForbidden); failures to reach the Hub are *NetError. Neither ever
+// contains a token, and URLs in them are redacted (no query). 408, 429 and
+// 5xx answers and network errors are retried with jittered exponential
+// backoff, honouring Retry-After.
 package hub

@@ -60,8 +60,8 @@ var (
 //	*apiError (our own decisions)          as built
 //	client gone (request context canceled) 499, logged at debug, nothing sent
 //	errOverloaded                          503 + Retry-After
-//	Hub answers (*hub.Error)               4xx kept as the Hub gave them, with its X-Error-Code;
-//	                                       429 kept with Retry-After; 5xx → 502
+//	Hub answers (*hub.Error)               4xx kept as the Hub gave them, with its X-Error-Code
+//	                                       and X-Repo-Commit; 429 kept with Retry-After; 5xx → 502
 //	range not satisfiable                  416
 //	integrity failure                      502 (code IntegrityError)
 //	timeouts (ours, context, net)          504
@@ -138,7 +138,7 @@ func writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
 		h.Set("Retry-After", e.RetryAfter)
 	}
 	if e.RepoCommit != "" {
-		h.Set("X-Repo-Commit", e.RepoCommit)
+		h.Set("X-Repo-Commit", headerSafe(e.RepoCommit))
 	}
 	if e.Size >= 0 && e.Status == http.StatusRequestedRangeNotSatisfiable {
 		h.Set("Content-Range", unsatisfiedRange(e.Size))

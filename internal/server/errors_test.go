@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/xetproxy/xetproxy/internal/hub"
 )
 
 type timeoutErr struct{}
@@ -49,6 +51,20 @@ func TestClassify(t *testing.T) {
 	if e := classify(live, errOverloaded); e.RetryAfter == "" {
 		t.Error("overload without Retry-After")
 	}
+	// a Hub answer's X-Repo-Commit goes with its 4xx, never with a 502
+	const commit = "0123456789abcdef0123456789abcdef01234567"
+	for _, tc := range []struct {
+		he   *hub.Error
+		want string
+	}{
+		{&hub.Error{Status: 404, Code: "EntryNotFound", Commit: commit}, commit},
+		{&hub.Error{Status: 404, Code: "RevisionNotFound"}, ""},
+		{&hub.Error{Status: 503, Commit: commit}, ""},
+	} {
+		if e := classify(live, fmt.Errorf("resolve: %w", tc.he)); e.RepoCommit != tc.want {
+			t.Errorf("classify(%v).RepoCommit = %q, want %q", tc.he, e.RepoCommit, tc.want)
+		}
+	}
 }
 
 func TestWriteError(t *testing.T) {
@@ -60,10 +76,12 @@ func TestWriteError(t *testing.T) {
 		w.Header().Set("ETag", `"stale"`)
 		e := newAPIError(416, "RangeNotSatisfiable", "bad\r\nrange")
 		e.Size = 1234
+		e.RepoCommit = "0123456789abcdef0123456789abcdef01234567"
 		writeError(w, r, e)
 		res := w.Result()
 		if res.StatusCode != 416 || res.Header.Get("Content-Range") != "bytes */1234" || res.Header.Get("X-Error-Code") != "RangeNotSatisfiable" ||
-			res.Header.Get("X-Error-Message") != "bad  range" || res.Header.Get("ETag") != "" || res.Header.Get("Content-Type") != "application/json" {
+			res.Header.Get("X-Error-Message") != "bad  range" || res.Header.Get("ETag") != "" || res.Header.Get("Content-Type") != "application/json" ||
+			res.Header.Get("X-Repo-Commit") != e.RepoCommit {
 			t.Errorf("%s: headers %v", method, res.Header)
 		}
 		if method == "HEAD" {

@@ -47,6 +47,7 @@ func classifyUpstream(err error) *apiError {
 				msg = http.StatusText(he.Status)
 			}
 			e := newAPIError(he.Status, he.Code, msg)
+			e.RepoCommit = he.Commit // EntryNotFound: the revision did resolve
 			e.cause = err
 			return e
 		default:

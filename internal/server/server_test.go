@@ -25,7 +25,8 @@ func testConfig(hubURL string) Config {
 
 func newTestServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
-	s, err := New(Options{Config: cfg, Engine: testEngine(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "v-test"})
+	eng, _ := testEngine(t, cfg, engineOptions{})
+	s, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "v-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +140,8 @@ func TestLogsHaveNoSecrets(t *testing.T) {
 	defer upstream.Close()
 	cfg := testConfig(upstream.URL)
 	cfg.ServerTokenEnabled, cfg.ServerToken, cfg.APIKeys = true, "hf_serversecret", []string{"key-secretsecretsecret"}
-	s, err := New(Options{Config: cfg, Engine: testEngine(t), Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "v"})
+	eng, _ := testEngine(t, cfg, engineOptions{})
+	s, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Version: "v"})
 	if err != nil {
 		t.Fatal(err)
 	}
