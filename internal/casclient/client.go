@@ -12,7 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // Operation names used in errors.
@@ -200,44 +201,22 @@ func sleep(ctx context.Context, d time.Duration) error {
 // little of its body for the message.
 func statusError(op, rawURL string, resp *http.Response) *StatusError {
 	e := &StatusError{
-		Op: op, Code: resp.StatusCode, URL: Redact(rawURL),
-		RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now()),
+		Op: op, Code: resp.StatusCode, URL: upstream.Redact(rawURL),
+		RetryAfter: upstream.RetryAfter(resp.Header.Get("Retry-After"), time.Now()),
 	}
 	if msg := resp.Header.Get("X-Error-Message"); msg != "" {
-		e.Message = clip(msg)
+		e.Message = upstream.Clip(msg, 200)
 	} else if ct := resp.Header.Get("Content-Type"); strings.HasPrefix(ct, "text/") || strings.Contains(ct, "json") {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		e.Message = clip(string(b))
+		e.Message = upstream.Clip(string(b), 200)
 	}
 	return e
-}
-
-func clip(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 200 {
-		s = s[:200]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-		s += "…"
-	}
-	return s
-}
-
-// drain reads a little of a body so the connection can be reused, then
-// closes it.
-func drain(body io.ReadCloser) {
-	io.CopyN(io.Discard, body, 64<<10)
-	body.Close()
 }
 
 func (c *Client) newRequest(ctx context.Context, method, rawURL string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, method, rawURL, nil)
 	if err != nil {
-		return nil, fmt.Errorf("bad url %s: %w", Redact(rawURL), errNoURL(err))
+		return nil, fmt.Errorf("bad url %s: %w", upstream.Redact(rawURL), errNoURL(err))
 	}
 	req.Header.Set("User-Agent", c.userAgent)
 	return req, nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // The tests run real HTTP servers (httptest) that answer canned protocol
@@ -709,14 +710,14 @@ func TestClassification(t *testing.T) {
 			t.Errorf("%v: retryable %v timeout %v", tc.err, Retryable(tc.err), Timeout(tc.err))
 		}
 	}
-	if got := Redact("https://u:p@cas.example/x/y?Signature=abc&Key-Pair-Id=k#f"); got != "https://cas.example/x/y" {
+	if got := upstream.Redact("https://u:p@cas.example/x/y?Signature=abc&Key-Pair-Id=k#f"); got != "https://cas.example/x/y" {
 		t.Errorf("redact: %s", got)
 	}
-	if d := parseRetryAfter("7", time.Now()); d != 7*time.Second {
+	if d := upstream.RetryAfter("7", time.Now()); d != 7*time.Second {
 		t.Errorf("retry-after seconds: %v", d)
 	}
 	now := time.Now()
-	if d := parseRetryAfter(now.Add(90*time.Second).UTC().Format(http.TimeFormat), now); d < 80*time.Second || d > 91*time.Second {
+	if d := upstream.RetryAfter(now.Add(90*time.Second).UTC().Format(http.TimeFormat), now); d < 80*time.Second || d > 91*time.Second {
 		t.Errorf("retry-after date: %v", d)
 	}
 	b := Backoff{Attempts: 5, Base: 10 * time.Millisecond, Max: 40 * time.Millisecond}

@@ -7,10 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // Conditions callers branch on. A *StatusError matches the one its status
@@ -71,7 +70,7 @@ func (e *StatusError) Is(target error) bool {
 
 // Temporary reports whether the same request may succeed later.
 func (e *StatusError) Temporary() bool {
-	return e.Code == 408 || e.Code == 429 || (e.Code >= 500 && e.Code != 501)
+	return upstream.TemporaryStatus(e.Code)
 }
 
 // TransportError is a failure below HTTP: connection refused or reset,
@@ -129,53 +128,8 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// Redact returns u without query, fragment and user info: safe for logs and
-// error messages.
-func Redact(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		if i := strings.IndexAny(u, "?#"); i >= 0 {
-			u = u[:i]
-		}
-		return u
-	}
-	p.User, p.RawQuery, p.Fragment, p.ForceQuery = nil, "", "", false
-	return p.String()
-}
-
-// parseRetryAfter reads a Retry-After header: seconds or an HTTP date.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0
-	}
-	if s, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if s < 0 {
-			return 0
-		}
-		return time.Duration(min(s, 1<<31)) * time.Second
-	}
-	if t, err := http1Date(v); err == nil && t.After(now) {
-		return t.Sub(now)
-	}
-	return 0
-}
-
-func http1Date(v string) (time.Time, error) {
-	for _, layout := range []string{time.RFC1123, time.RFC850, time.ANSIC} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, errors.New("not an http date")
-}
-
 // transportErr wraps an error of http.Client.Do or a body read, dropping
 // the *url.Error layer that would print the full (signed) URL.
 func transportErr(op, rawURL string, err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return &TransportError{Op: op, URL: Redact(rawURL), Err: err}
+	return &TransportError{Op: op, URL: upstream.Redact(rawURL), Err: upstream.Cause(err)}
 }

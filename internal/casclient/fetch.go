@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // RefreshFunc returns a new presigned URL for the same bytes after the old
@@ -69,7 +70,7 @@ func (c *Client) send(ctx context.Context, st *sendState, rangeHeader string) (*
 				return resp, w, nil
 			}
 			err = statusError(opFetch, st.url, resp)
-			drain(w)
+			upstream.Drain(w)
 		}
 		if err := c.backoffAfter(ctx, st, err); err != nil {
 			return nil, nil, err
@@ -128,7 +129,7 @@ func (b *rangeBody) position(resp *http.Response, w *watched) error {
 		if err != nil || cr.Start != b.r.Start || cr.End != b.r.End {
 			w.Close()
 			return fmt.Errorf("%s: %s: %w: Content-Range %q for bytes %d-%d",
-				opFetch, Redact(b.st.url), ErrBadResponse, resp.Header.Get("Content-Range"), b.r.Start, b.r.End)
+				opFetch, upstream.Redact(b.st.url), ErrBadResponse, resp.Header.Get("Content-Range"), b.r.Start, b.r.End)
 		}
 	} else {
 		skip += b.r.Start // 200: the server ignored Range and sends the whole object

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // Parts is the answer to a multi-range request. Next returns the requested
@@ -57,7 +58,7 @@ func (c *Client) FetchRanges(ctx context.Context, url string, ranges []reconstru
 	p := &Parts{url: st.url, ranges: ranges, body: w}
 	bad := func(format string, args ...any) (*Parts, error) {
 		w.Close()
-		return nil, fmt.Errorf("%s: %s: %w: %s", opFetch, Redact(st.url), ErrBadResponse, fmt.Sprintf(format, args...))
+		return nil, fmt.Errorf("%s: %s: %w: %s", opFetch, upstream.Redact(st.url), ErrBadResponse, fmt.Sprintf(format, args...))
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
@@ -103,7 +104,7 @@ func (p *Parts) Next() (reconstruction.ByteRange, io.Reader, error) {
 
 func (p *Parts) wrap(err error) error {
 	if errors.Is(err, ErrBadResponse) || errors.Is(err, ErrStalled) {
-		return fmt.Errorf("%s: %s: %w", opFetch, Redact(p.url), err)
+		return fmt.Errorf("%s: %s: %w", opFetch, upstream.Redact(p.url), err)
 	}
 	return transportErr(opFetch, p.url, err)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // MaxReconstructionBytes caps the size of a reconstruction answer. A 256 MiB
@@ -57,12 +58,12 @@ func (c *Client) FileSize(ctx context.Context, auth Auth, file merklehash.Hash) 
 		if err != nil {
 			return transportErr(opFileSize, u, err)
 		}
-		defer drain(resp.Body)
+		defer upstream.Drain(resp.Body)
 		if resp.StatusCode != http.StatusOK {
 			return statusError(opFileSize, u, resp)
 		}
 		if resp.ContentLength < 0 {
-			return fmt.Errorf("%s: %s: %w: no Content-Length", opFileSize, Redact(u), ErrBadResponse)
+			return fmt.Errorf("%s: %s: %w: no Content-Length", opFileSize, upstream.Redact(u), ErrBadResponse)
 		}
 		size = resp.ContentLength
 		return nil
@@ -126,7 +127,7 @@ func (c *Client) query(ctx context.Context, u, token string, r *reconstruction.B
 	if err != nil {
 		return nil, transportErr(opReconstruct, u, err)
 	}
-	defer drain(resp.Body)
+	defer upstream.Drain(resp.Body)
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
 		return nil, statusError(opReconstruct, u, resp)
 	}
@@ -136,18 +137,18 @@ func (c *Client) query(ctx context.Context, u, token string, r *reconstruction.B
 		return nil, transportErr(opReconstruct, u, err)
 	}
 	if int64(len(data)) > c.maxAnswer {
-		return nil, fmt.Errorf("%s: %s: %w: answer over %d bytes", opReconstruct, Redact(u), ErrBadResponse, c.maxAnswer)
+		return nil, fmt.Errorf("%s: %s: %w: answer over %d bytes", opReconstruct, upstream.Redact(u), ErrBadResponse, c.maxAnswer)
 	}
 	if version == 1 {
 		var v1 reconstruction.ResponseV1
 		if err := json.Unmarshal(data, &v1); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", opReconstruct, Redact(u), err)
+			return nil, fmt.Errorf("%s: %s: %w", opReconstruct, upstream.Redact(u), err)
 		}
 		return v1.ToV2(), nil
 	}
 	var v2 reconstruction.ResponseV2
 	if err := json.Unmarshal(data, &v2); err != nil {
-		return nil, fmt.Errorf("%s: %s: %w", opReconstruct, Redact(u), err)
+		return nil, fmt.Errorf("%s: %s: %w", opReconstruct, upstream.Redact(u), err)
 	}
 	return &v2, nil
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // DefaultEndpoint is the public Hub.
@@ -184,7 +186,7 @@ func (c *Client) doBody(ctx context.Context, op, method, rawURL, token string, h
 		}
 		req, err := http.NewRequestWithContext(ctx, method, rawURL, rd)
 		if err != nil {
-			return nil, fmt.Errorf("hub %s: bad url %s", op, redact(rawURL))
+			return nil, fmt.Errorf("hub %s: bad url %s", op, upstream.Redact(rawURL))
 		}
 		for k, v := range header {
 			req.Header[k] = v
@@ -200,7 +202,7 @@ func (c *Client) doBody(ctx context.Context, op, method, rawURL, token string, h
 			err = netErr(op, rawURL, err)
 		case resp.StatusCode >= 400:
 			he := errorFrom(op, rawURL, resp)
-			drain(resp.Body)
+			upstream.Drain(resp.Body)
 			if token != "" { // in case the answer echoes it
 				he.Message = strings.ReplaceAll(he.Message, token, "[redacted]")
 			}
@@ -242,11 +244,6 @@ func dropAuthOffHost(req *http.Request, via []*http.Request) error {
 		req.Header.Del("Authorization")
 	}
 	return nil
-}
-
-func drain(body io.ReadCloser) {
-	io.CopyN(io.Discard, body, 64<<10)
-	body.Close()
 }
 
 // escapePath percent-escapes each segment of a slash-separated path.

@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // Conditions callers branch on; *Error matches them by status.
@@ -60,7 +60,7 @@ func (e *Error) Is(target error) bool {
 }
 
 func (e *Error) temporary() bool {
-	return e.Status == 408 || e.Status == 429 || (e.Status >= 500 && e.Status != 501)
+	return upstream.TemporaryStatus(e.Status)
 }
 
 // NetError is a failure to talk to the Hub at all (connection, TLS, a body
@@ -75,40 +75,21 @@ func (e *NetError) Error() string { return fmt.Sprintf("hub %s %s: %v", e.Op, e.
 func (e *NetError) Unwrap() error { return e.Err }
 
 func netErr(op, rawURL string, err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
-	}
-	return &NetError{Op: op, URL: redact(rawURL), Err: err}
-}
-
-// redact drops query, fragment and user info from a URL.
-func redact(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		if i := strings.IndexAny(u, "?#"); i >= 0 {
-			u = u[:i]
-		}
-		return u
-	}
-	p.User, p.RawQuery, p.Fragment, p.ForceQuery = nil, "", "", false
-	return p.String()
+	return &NetError{Op: op, URL: upstream.Redact(rawURL), Err: upstream.Cause(err)}
 }
 
 // errorFrom builds an *Error from a non-success answer.
 func errorFrom(op, rawURL string, resp *http.Response) *Error {
 	e := &Error{
-		Op: op, URL: redact(rawURL), Status: resp.StatusCode,
+		Op: op, URL: upstream.Redact(rawURL), Status: resp.StatusCode,
 		Code:    resp.Header.Get("X-Error-Code"),
-		Message: clip(resp.Header.Get("X-Error-Message")),
+		Message: upstream.Clip(resp.Header.Get("X-Error-Message"), 300),
 		Commit:  commitID(resp.Header.Get("X-Repo-Commit")),
 	}
-	if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s > 0 {
-		e.RetryAfter = time.Duration(min(s, 1<<20)) * time.Second
-	}
+	e.RetryAfter = upstream.RetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	if e.Message == "" && resp.Body != nil {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		e.Message = clip(jsonError(b))
+		e.Message = upstream.Clip(jsonError(b), 300)
 	}
 	return e
 }
@@ -142,21 +123,6 @@ func jsonError(b []byte) string {
 	}
 	if strings.HasPrefix(s, "<") { // an HTML error page says nothing useful
 		return ""
-	}
-	return s
-}
-
-func clip(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexAny(s, "\r\n"); i >= 0 {
-		s = s[:i]
-	}
-	if len(s) > 300 {
-		s = s[:300]
-		for !utf8.ValidString(s) {
-			s = s[:len(s)-1]
-		}
-		s += "…"
 	}
 	return s
 }

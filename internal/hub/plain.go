@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // ErrStalled is the error of a plain download that made no progress for
@@ -92,16 +94,16 @@ func (p *plainBody) openOnce() error {
 	case http.StatusPartialContent:
 		cr := resp.Header.Get("Content-Range")
 		if !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-%d/", p.off, p.end-1)) {
-			drain(resp.Body)
+			upstream.Drain(resp.Body)
 			cancel()
-			return fmt.Errorf("hub download %s: Content-Range %q for bytes %d-%d", redact(p.url), cr, p.off, p.end-1)
+			return fmt.Errorf("hub download %s: Content-Range %q for bytes %d-%d", upstream.Redact(p.url), cr, p.off, p.end-1)
 		}
 	case http.StatusOK:
 		skip = p.off
 	default:
-		drain(resp.Body)
+		upstream.Drain(resp.Body)
 		cancel()
-		return fmt.Errorf("hub download %s: unexpected http %d", redact(p.url), resp.StatusCode)
+		return fmt.Errorf("hub download %s: unexpected http %d", upstream.Redact(p.url), resp.StatusCode)
 	}
 	p.body, p.cancel = resp.Body, cancel
 	p.timer = time.AfterFunc(PlainStallTimeout, func() { p.stalled.Store(true); cancel() })

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // FileMeta describes one file of one revision, as resolve reports it.
@@ -72,7 +73,7 @@ func (c *Client) Resolve(ctx context.Context, token string, repo Repo, revision,
 		loc := resp.Header.Get("Location")
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" && isRelative(loc) {
 			if redirects >= maxRelativeRedirects {
-				return nil, fmt.Errorf("hub resolve %s: too many redirects", redact(u))
+				return nil, fmt.Errorf("hub resolve %s: too many redirects", upstream.Redact(u))
 			}
 			next, err := url.Parse(u)
 			if err != nil {
@@ -80,13 +81,13 @@ func (c *Client) Resolve(ctx context.Context, token string, repo Repo, revision,
 			}
 			ref, err := url.Parse(loc)
 			if err != nil {
-				return nil, fmt.Errorf("hub resolve %s: bad Location", redact(u))
+				return nil, fmt.Errorf("hub resolve %s: bad Location", upstream.Redact(u))
 			}
 			u = next.ResolveReference(ref).String()
 			continue
 		}
 		if resp.StatusCode >= 300 && resp.StatusCode < 400 && loc == "" {
-			return nil, fmt.Errorf("hub resolve %s: http %d without Location", redact(u), resp.StatusCode)
+			return nil, fmt.Errorf("hub resolve %s: http %d without Location", upstream.Redact(u), resp.StatusCode)
 		}
 		return metaFrom(resp, repo, revision, path, u)
 	}
@@ -108,14 +109,14 @@ func metaFrom(resp *http.Response, repo Repo, revision, path, u string) (*FileMe
 	if s := h.Get("X-Linked-Size"); s != "" {
 		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 		if err != nil || n < 0 {
-			return nil, fmt.Errorf("hub resolve %s: bad X-Linked-Size %q", redact(u), s)
+			return nil, fmt.Errorf("hub resolve %s: bad X-Linked-Size %q", upstream.Redact(u), s)
 		}
 		m.Size = n
 	} else if resp.StatusCode < 300 {
 		m.Size = resp.ContentLength
 	}
 	if m.Size < 0 {
-		return nil, fmt.Errorf("hub resolve %s: no file size in the answer", redact(u))
+		return nil, fmt.Errorf("hub resolve %s: no file size in the answer", upstream.Redact(u))
 	}
 	m.ETag = cleanETag(h.Get("X-Linked-Etag"))
 	if m.ETag == "" {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // CASToken is a Xet read token: a bearer token for the CAS at CASURL,
@@ -134,7 +136,7 @@ func (c *Client) fetchToken(ctx context.Context, token string, repo Repo, revisi
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp.Body)
+	defer upstream.Drain(resp.Body)
 	var body struct {
 		AccessToken string          `json:"accessToken"`
 		Exp         json.RawMessage `json:"exp"`
@@ -146,7 +148,7 @@ func (c *Client) fetchToken(ctx context.Context, token string, repo Repo, revisi
 	}
 	if len(strings.TrimSpace(string(data))) > 0 {
 		if err := json.Unmarshal(data, &body); err != nil {
-			return nil, fmt.Errorf("hub read token %s: decoding the answer: %w", redact(u), err)
+			return nil, fmt.Errorf("hub read token %s: decoding the answer: %w", upstream.Redact(u), err)
 		}
 	}
 	t := &CASToken{AccessToken: body.AccessToken, CASURL: body.CASURL, fetched: time.Now()}
@@ -162,7 +164,7 @@ func (c *Client) fetchToken(ctx context.Context, token string, repo Repo, revisi
 		exp = resp.Header.Get("X-Xet-Token-Expiration")
 	}
 	if t.AccessToken == "" || t.CASURL == "" {
-		return nil, fmt.Errorf("hub read token %s: answer without accessToken or casUrl", redact(u))
+		return nil, fmt.Errorf("hub read token %s: answer without accessToken or casUrl", upstream.Redact(u))
 	}
 	if secs, err := strconv.ParseFloat(strings.TrimSpace(exp), 64); err == nil && secs > 0 {
 		t.Exp = time.Unix(int64(secs), 0)

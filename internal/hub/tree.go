@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/upstream"
 )
 
 // Entry is one item of a tree listing or a paths-info answer.
@@ -86,7 +87,7 @@ func (c *Client) List(ctx context.Context, token string, repo Repo, revision, pa
 	seen := map[string]bool{}
 	for page := 0; u != ""; page++ {
 		if page >= maxTreePages || seen[u] {
-			return nil, fmt.Errorf("hub list %s: pagination does not end", redact(u))
+			return nil, fmt.Errorf("hub list %s: pagination does not end", upstream.Redact(u))
 		}
 		seen[u] = true
 		resp, err := c.do(ctx, "list", http.MethodGet, u, token, http.Header{"Accept": {"application/json"}}, false)
@@ -96,7 +97,7 @@ func (c *Client) List(ctx context.Context, token string, repo Repo, revision, pa
 		var items []wireEntry
 		err = json.NewDecoder(io.LimitReader(resp.Body, maxPageBytes)).Decode(&items)
 		next := parseLinks(resp.Header.Values("Link"))["next"]
-		drain(resp.Body)
+		upstream.Drain(resp.Body)
 		if err != nil {
 			return nil, netErr("list", u, fmt.Errorf("decoding the listing: %w", err))
 		}
@@ -104,13 +105,13 @@ func (c *Client) List(ctx context.Context, token string, repo Repo, revision, pa
 			out = append(out, it.entry())
 		}
 		if len(out) > maxListEntries {
-			return nil, fmt.Errorf("hub list %s: more than %d entries", redact(u), maxListEntries)
+			return nil, fmt.Errorf("hub list %s: more than %d entries", upstream.Redact(u), maxListEntries)
 		}
 		if next != "" {
 			base, _ := url.Parse(u)
 			ref, err := url.Parse(next)
 			if err != nil {
-				return nil, fmt.Errorf("hub list %s: bad next link", redact(u))
+				return nil, fmt.Errorf("hub list %s: bad next link", upstream.Redact(u))
 			}
 			next = base.ResolveReference(ref).String()
 		}
@@ -136,7 +137,7 @@ func (c *Client) PathsInfo(ctx context.Context, token string, repo Repo, revisio
 	if err != nil {
 		return nil, err
 	}
-	defer drain(resp.Body)
+	defer upstream.Drain(resp.Body)
 	var items []wireEntry
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxPageBytes)).Decode(&items); err != nil {
 		return nil, netErr("paths-info", u, fmt.Errorf("decoding the answer: %w", err))
