@@ -22,11 +22,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/xetproxy/xetproxy/internal/buildinfo"
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/chunking"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
+	"github.com/xetproxy/xetproxy/internal/server"
 )
 
 // Exit codes of ls and download, beyond exitOK, exitError and exitUsage.
@@ -125,15 +127,16 @@ func tokenFiles() []string {
 	return nil
 }
 
-// newDownloadEngine builds the engine the commands use.
-func newDownloadEngine(o *hubOptions, parallel int, buffer int64) (*proxy.Engine, error) {
+// newDownloadEngine builds the engine the commands use; store, if not
+// nil, is its chunk cache.
+func newDownloadEngine(o *hubOptions, parallel int, buffer int64, store cache.Store) (*proxy.Engine, error) {
 	hc := hub.NewClient(o.endpointURL())
 	hc.UserAgent = "xetproxy/" + buildinfo.Version()
 	cas, err := casclient.New(casclient.Config{UserAgent: hc.UserAgent})
 	if err != nil {
 		return nil, err
 	}
-	return proxy.New(proxy.Config{Hub: hc, CAS: cas, Parallel: parallel, StreamBuffer: buffer})
+	return proxy.New(proxy.Config{Hub: hc, CAS: cas, Parallel: parallel, StreamBuffer: buffer, Cache: store})
 }
 
 // exitCodeFor maps an error to the documented exit codes.
@@ -216,6 +219,11 @@ repo; with a single PATH, -o may name the file itself (a name ending in /
 is a directory), or be - for standard output. --hash downloads the Xet file
 with that hash, read through REPO's access rights, to -o FILE (or -).
 
+--cache-dir DIR keeps the decoded chunks in a disk cache (the same format
+as the server's --cache-dir, bounded by --cache-size): downloading the same
+file again, or a file sharing chunks with one downloaded before (a new
+revision of a model), fetches only what the cache does not hold.
+
 While downloading, a file is written as FILE.xetproxy-part; -c resumes such a
 partial file (or a truncated FILE) with a ranged request, and the resumed file
 is verified as a whole. Without --fsync the renamed file may still sit in the
@@ -242,6 +250,8 @@ type downloadOptions struct {
 	fsync    bool
 	parallel int
 	buffer   int64
+	cacheDir string
+	cacheMax int64
 }
 
 func runDownload(ctx context.Context, e env, args []string) int {
@@ -258,6 +268,8 @@ func runDownload(ctx context.Context, e env, args []string) int {
 	fs.BoolVar(&o.fsync, "fsync", false, "flush each file to disk before giving it its final name")
 	fs.IntVar(&o.parallel, "parallel", 8, "parallel xorb range downloads per file")
 	buffer := fs.Int("buffer-mib", 48, "decoded read-ahead per file, MiB")
+	fs.StringVar(&o.cacheDir, "cache-dir", "", "chunk cache directory (default none)")
+	cacheSize := fs.String("cache-size", "10GiB", "chunk cache capacity")
 	pos, code, ok := parseInterspersed(fs, args)
 	if !ok {
 		return code
@@ -267,6 +279,12 @@ func runDownload(ctx context.Context, e env, args []string) int {
 		fmt.Fprintln(e.stderr, "xetproxy download: --parallel and --buffer-mib must be positive")
 		return exitUsage
 	}
+	cacheMax, err := server.ParseSize(*cacheSize)
+	if err != nil || cacheMax <= 0 {
+		fmt.Fprintf(e.stderr, "xetproxy download: --cache-size %q: want a positive size like 10GiB\n", *cacheSize)
+		return exitUsage
+	}
+	o.cacheMax = cacheMax
 	var targets []string
 	switch {
 	case o.hash != "":
@@ -292,11 +310,21 @@ func runDownload(ctx context.Context, e env, args []string) int {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(o.buffer + 24<<20))
 	}
-	eng, err := newDownloadEngine(&o.hubOptions, o.parallel, o.buffer)
+	var store cache.Store
+	if o.cacheDir != "" {
+		if store, err = cache.NewDisk(cache.DiskConfig{Dir: o.cacheDir, MaxBytes: o.cacheMax}); err != nil {
+			fmt.Fprintf(e.stderr, "xetproxy download: %v\n", err)
+			return exitError
+		}
+	}
+	eng, err := newDownloadEngine(&o.hubOptions, o.parallel, o.buffer, store)
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xetproxy download: %v\n", err)
 		return exitError
 	}
+	// Let the cache fills still running finish (they outlive the stream
+	// that started them) before the process exits.
+	defer eng.Close(context.WithoutCancel(ctx))
 	d := &downloader{e: e, o: &o, eng: eng, repo: repo, token: o.userToken()}
 	if o.hash != "" {
 		err = d.byHash(ctx)

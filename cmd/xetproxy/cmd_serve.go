@@ -80,19 +80,32 @@ func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln
 		}
 		return err
 	}
+	metrics.ObserveEngine(eng)
 	srv, err := server.New(server.Options{
 		Config: cfg, Engine: eng, Logger: log, Metrics: metrics,
 		Version: buildinfo.Version(), Transport: transport,
 	})
 	if err != nil {
+		eng.Close(context.Background())
 		return err
 	}
 	err = srv.Serve(ctx, ln, mln)
+	// Finish the cache fills still running and the queued shared-tier
+	// writes, within a bound of their own after the drain.
+	cctx, cancel := context.WithTimeout(context.Background(), cacheCloseTimeout)
+	if cerr := eng.Close(cctx); cerr != nil {
+		log.Warn("closing the cache", "error", cerr)
+	}
+	cancel()
 	if errors.Is(err, server.ErrDrainTimeout) {
 		return fmt.Errorf("%w (after %v)", err, cfg.DrainTimeout)
 	}
 	return err
 }
+
+// cacheCloseTimeout bounds the wait for cache fills and shared-tier
+// writes at shutdown.
+const cacheCloseTimeout = 30 * time.Second
 
 // upstreamTransport is tuned for many parallel range requests to a few
 // hosts (the Hub, the CAS, the presigned storage URLs).

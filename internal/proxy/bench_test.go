@@ -4,9 +4,11 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 )
 
@@ -72,5 +74,74 @@ func BenchmarkEngine(b *testing.B) {
 		if err != nil || n != int64(size) {
 			b.Fatalf("%d bytes, %v", n, err)
 		}
+	}
+}
+
+// BenchmarkEngineCache reads the same file with a disk cache: cold (every
+// iteration on an empty cache, filling it) and warm (every chunk from the
+// cache, the file hash checked from the stored chunk hashes).
+func BenchmarkEngineCache(b *testing.B) {
+	for _, warm := range []bool{false, true} {
+		name := "cold"
+		if warm {
+			name = "warm"
+		}
+		b.Run(name, func(b *testing.B) {
+			size := benchSize()
+			dir := b.TempDir()
+			var d cache.Store
+			d, err := cache.NewDisk(cache.DiskConfig{Dir: dir, MaxBytes: 4 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if os.Getenv("XETPROXY_BENCH_MEMCACHE") != "" {
+				d, _ = cache.NewMemory(4 << 30)
+			}
+			e := newEnv(b, fakehub.Config{}, func(c *Config) {
+				c.BlockSize, c.Parallel, c.StreamBuffer = 0, 0, 0
+				c.Cache = d
+			})
+			e.repo(b, fakehub.RepoSpec{ID: "org/m"})
+			if _, err := e.fh.AddFile(context.Background(), "org/m", "w.safetensors", benchData(size), fakehub.StorageXet); err != nil {
+				b.Fatal(err)
+			}
+			m := e.stat(b, "", repoM, "w.safetensors")
+			read := func() {
+				rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, rc)
+				rc.Close()
+				if err != nil || n != int64(size) {
+					b.Fatalf("%d bytes, %v", n, err)
+				}
+				if err := e.eng.Flush(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if warm {
+				read()
+			}
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			for b.Loop() {
+				if !warm {
+					b.StopTimer()
+					os.RemoveAll(filepath.Join(dir, "chunks-v1"))
+					var d cache.Store
+					d, err := cache.NewDisk(cache.DiskConfig{Dir: dir, MaxBytes: 4 << 30})
+					if err != nil {
+						b.Fatal(err)
+					}
+					if os.Getenv("XETPROXY_BENCH_MEMCACHE") != "" {
+						d, _ = cache.NewMemory(4 << 30)
+					}
+					e.eng.cache = d
+					b.StartTimer()
+				}
+				read()
+			}
+		})
 	}
 }

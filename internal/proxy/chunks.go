@@ -79,3 +79,14 @@ func eofInside(err error) error {
 	}
 	return err
 }
+
+// skip moves past the payload of the chunk whose header was just read,
+// without decoding it.
+func (c *chunkStream) skip(h xorb.Header) error {
+	n, err := io.CopyN(io.Discard, c.r, int64(h.CompressedLen))
+	c.off += n
+	if err != nil {
+		return eofInside(err)
+	}
+	return nil
+}

@@ -52,6 +52,68 @@
 // terms reuse one xorb range far apart holds that range's chunks until
 // their last use: bounded by the block, not the file.)
 //
+// # Cache (Config.Cache; cache.go)
+//
+// With a cache, every fetch of a plan goes through it, in segments: the
+// chunk ranges of the absolute 64-chunk grid of the xorb (entries of
+// about 4 MiB that ranges of different files still share).
+//
+//	fetch [a, b) of xorb X, when it is its turn to fill (the reader's
+//	fetch, the next, or within the stream's read-ahead in fetched bytes):
+//	    first segment: cache.Get; on a miss join the fill in flight whose
+//	        range covers [a, b), or start one
+//	    each segment, in order:
+//	        the joined fill still holds it  -> its chunks, as they decode
+//	        cache.Get hits                  -> the entry's chunks
+//	        no fill joined yet              -> join or start one, retry
+//	        otherwise (the fill let go of it after its Put and the cache
+//	        lost it: evicted, or the Put failed) -> fetch [a, b) for this
+//	        stream alone, skipping the chunks already delivered
+//	fill(X, [a, b)), one per range in flight per Engine (single-flight):
+//	    context.WithoutCancel(request) + FillTimeout: the client going
+//	        away does not stop it
+//	    fetch the range, decode and hash every chunk into the segment
+//	        under construction, publish each chunk to the streams reading
+//	        the fill, check the terms of the starting stream's plan
+//	    complete segment -> putter (at most 2 queued): join it with the
+//	        cached parts of a segment the range only partly covers, Put,
+//	        then let go of it; streams that had not reached it read it
+//	        from the cache
+//	    memory: FillBuffer, taken per segment (its largest possible size)
+//	        before decoding it and given back after its Put: a fill waits
+//	        only for other fills' Puts, never for a reader
+//
+// A fill is therefore never slowed by a slow client: it decodes at
+// network speed into at most three segments of memory and hands them to
+// the cache; a slow reader catches up from the cache. When a fill starts
+// is still paced by the reader (its read-ahead), as downloads are. A
+// stream reading from a fill or an entry uses the chunks in place and
+// charges its budgets for them as for chunks it decoded itself.
+//
+// What is stored: decoded chunks, with their chunk hashes computed from
+// the decoded bytes, as soon as a segment has decoded, whatever kind of
+// read started the fill. Nothing is stored for a chunk that failed to
+// decode, and a fill whose range then fails a check (a term of the wrong
+// length, chunks missing or in excess) Deletes what it stored. Waiting for
+// a whole-file hash before storing would hold the whole file in memory;
+// instead a whole-file read checks the file hash from the stored chunk
+// hashes (the stores verify data against checksums or hashes on every
+// read) and, if it fails, Deletes every range it read, so the next attempt
+// fetches from upstream. Ranged reads have no end-to-end check in the Xet
+// protocol, with or without a cache.
+//
+// Access: the cache is looked up only for the xorb ranges of a
+// reconstruction that the CAS gave for this request's own token (after
+// resolve and the read token, also with the caller's credentials); no
+// route reaches a cached byte otherwise. Config.AuthTTL lets positive
+// answers (resolve, file size, reconstruction) be reused for the same
+// token, repo and revision for a short time; the memo keys on a digest of
+// the token, so it never answers one user with another's authorisation.
+//
+// Failures of the cache are soft: a Get error is a miss, a Put error is
+// counted and logged (rate-limited). CacheStats has the counters; a
+// stream's Sources say where its bytes came from.
+//
 // # Errors
 //
 // Open and Read return: ErrRangeNotSatisfiable (offset at or past the

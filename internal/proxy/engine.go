@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -18,6 +22,8 @@ const (
 	DefaultParallel     = 8
 	DefaultStreamBuffer = 64 << 20
 	DefaultMaxBuffer    = 1 << 30
+	DefaultFillBuffer   = 256 << 20
+	DefaultFillTimeout  = 30 * time.Minute
 )
 
 // Config configures an Engine. Zero fields take the defaults.
@@ -36,13 +42,31 @@ type Config struct {
 	// reader; MaxBuffer bounds them for all streams of the engine.
 	StreamBuffer int64
 	MaxBuffer    int64
-	// Logger gets debug events (default: discard).
+	// Logger gets debug events and cache warnings (default: discard).
 	Logger *slog.Logger
+
+	// Cache, if not nil, holds decoded chunks by content (see cache.go):
+	// xorb ranges are looked up before they are fetched, and fetched ranges
+	// are filled into it by detached, single-flighted fills. Close closes
+	// it when it has a Close method.
+	Cache cache.Store
+	// FillBuffer bounds the decoded bytes all cache fills hold in memory
+	// between decoding and their Put (default 256 MiB).
+	FillBuffer int64
+	// FillTimeout bounds one fill, which runs detached from the request
+	// that started it (default 30 minutes; upstream stalls are caught sooner
+	// by the CAS client's progress check).
+	FillTimeout time.Duration
+	// AuthTTL is how long positive upstream answers (resolve, file size,
+	// reconstruction) are reused for the same user token, repo and
+	// revision. 0 disables the memo: every request asks upstream.
+	AuthTTL time.Duration
 }
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
-	if c.BlockSize < 0 || c.Parallel < 0 || c.StreamBuffer < 0 || c.MaxBuffer < 0 {
+	if c.BlockSize < 0 || c.Parallel < 0 || c.StreamBuffer < 0 || c.MaxBuffer < 0 ||
+		c.FillBuffer < 0 || c.FillTimeout < 0 || c.AuthTTL < 0 {
 		return errors.New("proxy: negative size in config")
 	}
 	if c.BlockSize != 0 && c.BlockSize < 1<<20 {
@@ -64,6 +88,18 @@ type Engine struct {
 	streamBuf int64
 	budget    *budget // shared by all streams
 	log       *slog.Logger
+
+	cache       cache.Store // nil: no cache
+	fills       *fillTable
+	fillBudget  *budget
+	fillTimeout time.Duration
+	memo        *memo // nil: disabled
+	stats       counters
+	streams     atomic.Uint64  // numbers streams
+	segLocks    [64]sync.Mutex // serialise the Puts of partial segments (putSegment)
+	pieces      pieceTable     // parts of segments stored, for putSegment
+
+	closeOnce sync.Once
 }
 
 // New returns an Engine.
@@ -102,6 +138,22 @@ func New(cfg Config) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Cache != nil {
+		e.cache = cfg.Cache
+		e.fills = newFillTable()
+		fb := cfg.FillBuffer
+		if fb == 0 {
+			fb = DefaultFillBuffer
+		}
+		e.fillBudget = newBudget(fb)
+		e.fillTimeout = cfg.FillTimeout
+		if e.fillTimeout == 0 {
+			e.fillTimeout = DefaultFillTimeout
+		}
+	}
+	if cfg.AuthTTL > 0 {
+		e.memo = newMemo(cfg.AuthTTL)
+	}
 	return e, nil
 }
 
@@ -111,10 +163,17 @@ func (e *Engine) Hub() *hub.Client { return e.hub }
 // Stat resolves path at revision in repo as the user holding token ("" =
 // anonymous). Hub answers (not found, auth) come back as *hub.Error.
 func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision, path string) (*hub.FileMeta, error) {
+	key := e.memo.key(token, repo, revision, "resolve", path)
+	if v, ok := e.memo.get(key); ok {
+		m := *v.(*hub.FileMeta)
+		return &m, nil
+	}
 	m, err := e.hub.Resolve(ctx, token, repo, revision, path)
 	if err != nil {
 		return nil, upstream("resolve", path, err)
 	}
+	c := *m
+	e.memo.put(key, &c)
 	return m, nil
 }
 
@@ -125,6 +184,11 @@ func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision
 // scope makes it.
 func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error) {
 	m := &hub.FileMeta{Repo: repo, Revision: revision, Path: h.String(), XetHash: &h}
+	key := e.memo.key(token, repo, revision, "size", h.String())
+	if v, ok := e.memo.get(key); ok {
+		m.Size = v.(int64)
+		return m, nil
+	}
 	auth := e.auth(token, m)
 	size, err := e.cas.FileSize(ctx, auth, h)
 	var se *casclient.StatusError
@@ -139,6 +203,7 @@ func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revi
 		return nil, upstream("file size", h.String(), err)
 	}
 	m.Size = size
+	e.memo.put(key, size)
 	return m, nil
 }
 

@@ -290,6 +290,9 @@ func TestForbiddenOncePerXorbURL(t *testing.T) {
 }
 
 func TestServerErrorBursts(t *testing.T) {
+	if *withCache != "" {
+		t.Skip("with a cache, the later passes never reach the faulty endpoints")
+	}
 	f := newFixture(t, fakehub.Config{})
 	for _, fault := range []fakehub.Fault{
 		{Class: fakehub.ClassXorb, Status: 503, Nth: 1, Times: 3},

@@ -3,16 +3,45 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"flag"
 	"io"
 	"net/http/httptest"
 	"testing"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/xettest"
 )
+
+// withCache runs every engine test with a cache: "memory" or "disk"
+// (go test ./internal/proxy/ -args -cache=disk). The cache tests in
+// cache_test.go set their own.
+var withCache = flag.String("cache", "", "give every test engine a cache: memory or disk")
+
+// testCache returns the cache -cache asks for, or nil.
+func testCache(t testing.TB) cache.Store {
+	switch *withCache {
+	case "":
+		return nil
+	case "memory":
+		m, err := cache.NewMemory(1 << 30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	case "disk":
+		d, err := cache.NewDisk(cache.DiskConfig{Dir: t.TempDir(), MaxBytes: 1 << 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	t.Fatalf("-cache=%q: want memory or disk", *withCache)
+	return nil
+}
 
 // testEnv is a fakehub on loopback and an Engine pointed at it.
 type testEnv struct {
@@ -39,7 +68,7 @@ func newEnv(t testing.TB, fcfg fakehub.Config, tweak ...func(*Config)) *testEnv 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Hub: hc, CAS: cas, BlockSize: 1 << 20, Parallel: 4, StreamBuffer: 4 << 20}
+	cfg := Config{Hub: hc, CAS: cas, BlockSize: 1 << 20, Parallel: 4, StreamBuffer: 4 << 20, Cache: testCache(t)}
 	for _, f := range tweak {
 		f(&cfg)
 	}
@@ -47,6 +76,15 @@ func newEnv(t testing.TB, fcfg fakehub.Config, tweak ...func(*Config)) *testEnv 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		// Fills outlive their streams: wait for them before the fake Hub
+		// goes away, so no test leaves goroutines behind.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := eng.Close(ctx); err != nil {
+			t.Errorf("engine close: %v", err)
+		}
+	})
 	return &testEnv{fh: fh, srv: srv, eng: eng, hc: hc}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -37,6 +38,7 @@ import (
 // (see budget), so the read-ahead can fill up but never deadlock.
 type stream struct {
 	e      *Engine
+	id     uint64 // unique in the engine
 	ctx    context.Context
 	cancel context.CancelFunc
 	g      *errgroup.Group
@@ -69,10 +71,17 @@ type stream struct {
 	pending  []byte // bytes handed out but not consumed yet
 	pendSlot *slot  // slot to free once pending is consumed
 	pendF    *fetch
+	pendSrc  source // where pending came from
 	written  uint64
 	builder  merklehash.Builder
 	rerr     error // sticky reader error (io.EOF at the end)
 	closed   sync.Once
+
+	// Cache bookkeeping.
+	memoKey string                   // prefix of this stream's reconstruction memo keys
+	sources [numSources]atomic.Int64 // output bytes by where their chunk came from
+	usedMu  sync.Mutex
+	used    []cache.Key // fetch ranges read through the cache, for a purge
 }
 
 // block is one reconstruction query and its plan.
@@ -104,25 +113,29 @@ type fetch struct {
 
 // slot is one decoded chunk of a fetch.
 type slot struct {
-	buf     *[]byte // nil when no piece writes from the chunk, or freed
+	data    []byte  // the chunk; nil when no piece writes from it, or freed
+	pooled  *[]byte // the pool buffer data lives in (nil: data is a cache entry's or a fill's)
+	cost    int64   // budget bytes held for data
 	size    uint32
 	lastUse int // last piece writing from it, -1 for none
 	hash    merklehash.Hash
+	src     source
 }
 
 func (e *Engine) openXet(ctx context.Context, token string, meta *hub.FileMeta, offset, length uint64, whole bool) (io.ReadCloser, error) {
 	sctx, cancel := context.WithCancel(ctx)
 	g, gctx := errgroup.WithContext(sctx)
 	s := &stream{
-		e: e, ctx: gctx, cancel: cancel, g: g,
-		auth:   e.auth(token, meta),
-		file:   *meta.XetHash,
-		start:  offset,
-		end:    offset + length,
-		verify: whole,
-		budget: newBudget(e.streamBuf),
-		blocks: make(chan *block, 1),
-		needed: -1, admitWake: make(chan struct{}),
+		e: e, id: e.streams.Add(1), ctx: gctx, cancel: cancel, g: g,
+		auth:    e.auth(token, meta),
+		memoKey: e.memo.key(token, meta.Repo, meta.TokenRevision(), "reconstruction", meta.XetHash.String()),
+		file:    *meta.XetHash,
+		start:   offset,
+		end:     offset + length,
+		verify:  whole,
+		budget:  newBudget(e.streamBuf),
+		blocks:  make(chan *block, 1),
+		needed:  -1, admitWake: make(chan struct{}),
 	}
 	// The first block is planned here, so that the errors a client should
 	// get as a status (not found, refused, unreachable) come from Open.
@@ -171,7 +184,7 @@ func (s *stream) fileName() string { return s.file.String() }
 func (s *stream) planBlock(ctx context.Context, off uint64, seq int64) (*block, error) {
 	n := min(s.e.blockSize, s.end-off)
 	b := &block{rng: reconstruction.ByteRange{Start: off, End: off + n - 1}}
-	plan, err := s.query(ctx, b.rng)
+	plan, err := s.query(ctx, b.rng, false)
 	if err != nil {
 		return nil, err
 	}
@@ -191,9 +204,21 @@ func (s *stream) planBlock(ctx context.Context, off uint64, seq int64) (*block, 
 	return b, nil
 }
 
-// query asks the reconstruction of rng and plans all of it.
-func (s *stream) query(ctx context.Context, rng reconstruction.ByteRange) (*reconstruction.Plan, error) {
-	r, err := s.e.cas.Reconstruct(ctx, s.auth, s.file, &rng)
+// query asks the reconstruction of rng and plans all of it. A positive
+// answer the same user got for the same range within AuthTTL is reused
+// unless fresh is set (a refused URL asks again).
+func (s *stream) query(ctx context.Context, rng reconstruction.ByteRange, fresh bool) (*reconstruction.Plan, error) {
+	key := s.memoKey + fmt.Sprintf("\x00%d-%d", rng.Start, rng.End)
+	var r *reconstruction.ResponseV2
+	var err error
+	if v, ok := s.e.memo.get(key); ok && !fresh {
+		r = v.(*reconstruction.ResponseV2)
+	} else {
+		r, err = s.e.cas.Reconstruct(ctx, s.auth, s.file, &rng)
+		if err == nil {
+			s.e.memo.put(key, r)
+		}
+	}
 	if errors.Is(err, casclient.ErrNotFound) {
 		return nil, &UpstreamError{Op: "reconstruction", Err: fmt.Errorf("xet file %s: %w", s.file, err)}
 	}
@@ -286,8 +311,20 @@ func (s *stream) run(f *fetch) error {
 }
 
 func (s *stream) download(f *fetch) error {
+	tr := f.blk.plan.Track(f.i)
+	if s.e.cache != nil {
+		return s.downloadCached(f, tr)
+	}
+	return s.downloadUpstream(f, tr, 0)
+}
+
+// downloadUpstream fetches f's xorb range itself, for this stream only,
+// and delivers its chunks from chunk number from on (the earlier ones were
+// delivered from the cache and are only skipped over). tr has seen the
+// chunks before from.
+func (s *stream) downloadUpstream(f *fetch, tr *reconstruction.Tracker, from uint32) error {
 	fe := &f.blk.plan.Fetches[f.i]
-	body, err := s.e.cas.FetchRange(s.ctx, f.url, fe.Bytes, func(ctx context.Context) (string, error) {
+	body, err := s.e.cas.FetchRange(s.ctx, f.currentURL(), fe.Bytes, func(ctx context.Context) (string, error) {
 		return s.refreshURL(ctx, f)
 	})
 	if err != nil {
@@ -305,7 +342,6 @@ func (s *stream) download(f *fetch) error {
 	where := func(err error) error {
 		return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("xorb %s bytes %d-%d: %w", fe.Xorb, fe.Bytes.Start, fe.Bytes.End, err)}
 	}
-	tr := f.blk.plan.Track(f.i)
 	for k := 0; ; k++ {
 		h, err := cs.header()
 		if err == io.EOF {
@@ -324,19 +360,29 @@ func (s *stream) download(f *fetch) error {
 		if size == 0 {
 			return where(errors.New("empty chunk"))
 		}
+		if uint32(k) < from {
+			if err := cs.skip(h); err != nil {
+				if err == io.ErrUnexpectedEOF {
+					return where(errTruncatedChunk)
+				}
+				return err
+			}
+			continue
+		}
 		last, err := tr.Add(h.UncompressedLen)
 		if err != nil {
 			return &IntegrityError{File: s.fileName(), Err: err}
 		}
 		sl := &f.slots[k]
-		sl.size, sl.lastUse = h.UncompressedLen, last
+		sl.size, sl.lastUse, sl.src = h.UncompressedLen, last, srcUpstream
 		var buf *[]byte
 		if last >= 0 {
-			if err := s.acquire(f, k, bufCost(size)); err != nil {
+			cost := bufCost(size)
+			if err := s.acquire(f, k, cost); err != nil {
 				return err
 			}
-			sl.buf = getBuf(size)
-			buf = sl.buf
+			buf = getBuf(size)
+			sl.pooled, sl.data, sl.cost = buf, *buf, cost
 		} else {
 			if scratch == nil {
 				scratch = getBuf(maxChunk)
@@ -357,18 +403,30 @@ func (s *stream) download(f *fetch) error {
 		if last >= 0 && s.verify {
 			sl.hash = merklehash.ChunkHash(*buf)
 		}
-		f.delivered.Store(uint32(k + 1))
-		if int64(k) >= f.want.Load() { // the reader waits for this chunk (or none)
-			select {
-			case f.ready <- struct{}{}:
-			default:
-			}
-		}
+		f.publish(k)
 	}
 	if err := tr.Finish(); err != nil {
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
 	return nil
+}
+
+// publish makes chunk k of f visible to the reader.
+func (f *fetch) publish(k int) {
+	f.delivered.Store(uint32(k + 1))
+	if int64(k) >= f.want.Load() { // the reader waits for this chunk (or none)
+		select {
+		case f.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// currentURL is f's newest presigned URL (refreshURL may replace it).
+func (f *fetch) currentURL() string {
+	f.blk.mu.Lock()
+	defer f.blk.mu.Unlock()
+	return f.url
 }
 
 // acquire takes n bytes for chunk k of f from the stream's and the
@@ -451,7 +509,7 @@ func (s *stream) refreshURL(ctx context.Context, f *fetch) (string, error) {
 		f.url = u // another fetch refreshed the block meanwhile
 		return u, nil
 	}
-	plan, err := s.query(ctx, b.rng)
+	plan, err := s.query(ctx, b.rng, true)
 	if err != nil {
 		return "", err
 	}
@@ -511,6 +569,8 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 func (s *stream) consume(n int) {
 	s.pending = s.pending[n:]
 	s.written += uint64(n)
+	s.sources[s.pendSrc].Add(int64(n))
+	s.e.stats.served[s.pendSrc].Add(int64(n))
 	if len(s.pending) == 0 && s.pendSlot != nil {
 		s.free(s.pendSlot)
 		s.pendSlot = nil
@@ -581,10 +641,11 @@ func (s *stream) step() error {
 		}
 		last := sl.lastUse == s.pi
 		if hi > lo {
-			if sl.buf == nil {
+			if sl.data == nil {
 				return fmt.Errorf("proxy: chunk %d of fetch %d was not kept", k, f.i)
 			}
-			s.pending = (*sl.buf)[lo:hi]
+			s.pending = sl.data[lo:hi]
+			s.pendSrc = sl.src
 			if last {
 				s.pendSlot = sl
 			}
@@ -662,6 +723,12 @@ func (s *stream) finish() error {
 	}
 	if s.verify {
 		if got := s.builder.FileHash(); got != s.file {
+			// Whatever the cache gave this stream may be what is wrong:
+			// purge it, so that the next attempt fetches from upstream.
+			s.usedMu.Lock()
+			used := s.used
+			s.usedMu.Unlock()
+			s.e.purge(s.ctx, used)
 			return &IntegrityError{File: s.fileName(), Err: &MismatchError{What: "xet file hash", Want: s.file.String(), Got: got.String()}}
 		}
 	}
@@ -669,10 +736,12 @@ func (s *stream) finish() error {
 }
 
 func (s *stream) free(sl *slot) {
-	if sl.buf != nil {
-		s.releaseBytes(bufCost(len(*sl.buf)))
-		putBuf(sl.buf)
-		sl.buf = nil
+	if sl.data != nil {
+		s.releaseBytes(sl.cost)
+		if sl.pooled != nil {
+			putBuf(sl.pooled)
+		}
+		sl.data, sl.pooled, sl.cost = nil, nil, 0
 	}
 }
 

@@ -43,14 +43,29 @@ type Config struct {
 	UpstreamTimeout   time.Duration // resolve + token + first bytes, else 504
 	StallTimeout      time.Duration // a client that accepts no byte for this long is dropped
 
-	// Cache and S3 settings belong to the download engine (a later issue);
-	// they are read here so that the one configuration surface stays whole.
-	CacheDir   string
-	CacheSize  int64
-	S3Endpoint string
-	S3Bucket   string
-	S3Prefix   string
-	S3Region   string
+	// Chunk cache of the download engine (see NewCache and docs/cache.md):
+	// a disk tier in CacheDir bounded by CacheSize, a memory tier of
+	// CacheMemory bytes (0 = none), and a shared S3/R2 tier when S3Bucket
+	// is set.
+	CacheDir    string
+	CacheSize   int64
+	CacheMemory int64
+	S3Endpoint  string
+	S3Bucket    string
+	S3Prefix    string
+	S3Region    string
+	S3PathStyle bool
+	// S3Queue bounds the decoded bytes waiting to be written to the S3
+	// tier; past it writes are skipped (counted), never waited for.
+	S3Queue int64
+	// S3AccessKeyID and S3SecretAccessKey come from AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY only (never flags); both empty = the AWS SDK's
+	// default credential chain.
+	S3AccessKeyID, S3SecretAccessKey string
+	// AuthTTL is how long positive upstream answers (resolve, file size,
+	// reconstruction) are reused for the same caller token, repo and
+	// revision; 0 asks upstream on every request.
+	AuthTTL time.Duration
 
 	envErrs []error // malformed environment values, reported by Validate
 }
@@ -63,6 +78,7 @@ const (
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultUpstreamTimeout   = 60 * time.Second
 	DefaultStallTimeout      = 2 * time.Minute
+	DefaultAuthTTL           = 30 * time.Second
 )
 
 // RegisterFlags declares every serve flag on fs, with defaults taken from
@@ -110,10 +126,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", ""), "disk chunk cache directory; empty = no disk cache (env XETPROXY_CACHE_DIR)")
 	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "10GiB"))
 	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity (env XETPROXY_CACHE_SIZE)")
+	c.CacheMemory = c.envSize("XETPROXY_CACHE_MEMORY", env("XETPROXY_CACHE_MEMORY", "0"))
+	fs.Var((*sizeFlag)(&c.CacheMemory), "cache-memory", "in-process chunk cache in front of the others, e.g. 512MiB; 0 = none (env XETPROXY_CACHE_MEMORY)")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", env("XETPROXY_S3_ENDPOINT", ""), "shared S3/R2 cache tier endpoint (env XETPROXY_S3_ENDPOINT)")
 	fs.StringVar(&c.S3Bucket, "s3-bucket", env("XETPROXY_S3_BUCKET", ""), "shared cache bucket (env XETPROXY_S3_BUCKET)")
 	fs.StringVar(&c.S3Prefix, "s3-prefix", env("XETPROXY_S3_PREFIX", ""), "key prefix in the bucket (env XETPROXY_S3_PREFIX)")
-	fs.StringVar(&c.S3Region, "s3-region", env("XETPROXY_S3_REGION", ""), "bucket region (env XETPROXY_S3_REGION)")
+	fs.StringVar(&c.S3Region, "s3-region", env("XETPROXY_S3_REGION", ""), "bucket region, auto for R2 (env XETPROXY_S3_REGION)")
+	c.S3PathStyle = c.envBool("XETPROXY_S3_PATH_STYLE", env("XETPROXY_S3_PATH_STYLE", "false"))
+	fs.BoolVar(&c.S3PathStyle, "s3-path-style", c.S3PathStyle, "address the bucket in the URL path (MinIO and most self-hosted servers) (env XETPROXY_S3_PATH_STYLE)")
+	c.S3Queue = c.envSize("XETPROXY_S3_QUEUE", env("XETPROXY_S3_QUEUE", "256MiB"))
+	fs.Var((*sizeFlag)(&c.S3Queue), "s3-queue", "memory for writes waiting for the S3 tier; when full, writes are skipped (env XETPROXY_S3_QUEUE)")
+	c.S3AccessKeyID = strings.TrimSpace(getenv("AWS_ACCESS_KEY_ID"))
+	c.S3SecretAccessKey = strings.TrimSpace(getenv("AWS_SECRET_ACCESS_KEY"))
+	c.AuthTTL = c.envDuration("XETPROXY_AUTH_CACHE_TTL", env("XETPROXY_AUTH_CACHE_TTL", DefaultAuthTTL.String()))
+	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
 }
 
 // LoadAPIKeysFile adds the keys of APIKeysFile (if set) to APIKeys.
@@ -196,8 +222,22 @@ func (c *Config) Validate() error {
 	if c.CacheSize < 0 {
 		bad("cache-size must not be negative")
 	}
-	if (c.S3Endpoint != "" || c.S3Prefix != "" || c.S3Region != "") && c.S3Bucket == "" {
+	if c.CacheDir != "" && c.CacheSize == 0 {
+		bad("cache-size must be positive with --cache-dir (or leave --cache-dir empty for no disk cache)")
+	}
+	if c.CacheMemory < 0 || c.S3Queue < 0 {
+		bad("cache-memory and s3-queue must not be negative")
+	}
+	if c.AuthTTL < 0 {
+		bad("auth-cache-ttl must not be negative")
+	}
+	if (c.S3Endpoint != "" || c.S3Prefix != "" || c.S3Region != "" || c.S3PathStyle) && c.S3Bucket == "" {
 		bad("s3 settings given without --s3-bucket")
+	}
+	if c.S3Bucket != "" {
+		if err := c.s3Config(nil).Validate(); err != nil {
+			bad("s3: %v", err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -210,7 +250,9 @@ func (c *Config) Redacted() []any {
 		"server_token_enabled", c.ServerTokenEnabled, "server_token_set", c.ServerToken != "",
 		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer,
 		"read_ahead", c.ReadAhead, "drain_timeout", c.DrainTimeout.String(),
-		"cache_dir", c.CacheDir, "s3_bucket", c.S3Bucket,
+		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
+		"s3_bucket", c.S3Bucket, "s3_endpoint", redactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
+		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
 	}
 }
 

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -179,6 +181,16 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		s.fail(w, r, d, context.Cause(d.ctx))
 		return
 	}
+	// Where the bytes came from is only known at the end: it is sent as
+	// trailers, to clients that accept them (TE: trailers). Those get a
+	// chunked body instead of Content-Length, as HTTP/1.1 requires.
+	src, _ := body.(proxy.SourceReporter)
+	if src != nil && acceptsTrailers(r) {
+		h.Del("Content-Length")
+		h.Set("Trailer", trailerCacheBytes+", "+trailerSharedBytes)
+	} else {
+		src = nil
+	}
 	s.metrics.firstByte.Observe(time.Since(d.start).Seconds())
 	w.WriteHeader(status)
 
@@ -221,7 +233,34 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	if written != sp.length {
 		s.abort(r, info, "upstream", fmt.Errorf("engine ended after %d of %d bytes", written, sp.length))
 	}
+	if src != nil {
+		from := src.Sources()
+		h.Set(trailerCacheBytes, strconv.FormatInt(from.Cache, 10))
+		h.Set(trailerSharedBytes, strconv.FormatInt(from.Shared, 10))
+	}
 	_ = rc.SetWriteDeadline(time.Time{})
+}
+
+// Trailers of a download sent to clients that ask for trailers: how many
+// bytes of the body were read from the chunk cache, and how many another
+// request was fetching from upstream at the same time (joined fill). The
+// rest was fetched from upstream for this request.
+const (
+	trailerCacheBytes  = "X-Xetproxy-Cache-Bytes"
+	trailerSharedBytes = "X-Xetproxy-Shared-Bytes"
+)
+
+// acceptsTrailers reports whether the request lists "trailers" in TE.
+func acceptsTrailers(r *http.Request) bool {
+	for _, v := range r.Header.Values("TE") {
+		for _, t := range strings.Split(v, ",") {
+			t, _, _ = strings.Cut(t, ";")
+			if strings.EqualFold(strings.TrimSpace(t), "trailers") {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // abort ends an answer whose status line is out: the connection is cut so

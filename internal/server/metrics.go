@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -12,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xetproxy/xetproxy/internal/cache"
+	"github.com/xetproxy/xetproxy/internal/proxy"
 )
 
 // Metrics are the server's Prometheus metrics, on an explicit registry.
@@ -222,4 +226,160 @@ func (b *countingBody) Read(p []byte) (int, error) {
 		b.t.markFailed(b.key) // a body cut short: the same request may follow
 	}
 	return n, err
+}
+
+// ObserveEngine exports the download engine's cache at every scrape: the
+// engine's counters (where served bytes came from, lookups, fills, writes)
+// and the Stats of each store of its cache, labelled by tier (memory,
+// disk, s3). Call it once per engine.
+func (m *Metrics) ObserveEngine(e *proxy.Engine) {
+	m.Registry.MustRegister(newCacheCollector(e))
+}
+
+// cacheCollector reads the engine's and the stores' counters when scraped,
+// so the hot path pays nothing for metrics.
+type cacheCollector struct {
+	e     *proxy.Engine
+	tiers []namedTier
+	descs map[string]*prometheus.Desc
+}
+
+type namedTier struct {
+	name  string
+	store cache.StatsReporter
+	// queue is set for the shared tier of a cache.Tiered: its writes that
+	// were dropped (queue full) are counted on the Tiered store.
+	queue cache.StatsReporter
+}
+
+// cacheTiers lists the leaf stores of a cache, naming each by its kind.
+func cacheTiers(s cache.Store) []namedTier {
+	var out []namedTier
+	var walk func(s cache.Store, queue cache.StatsReporter)
+	walk = func(s cache.Store, queue cache.StatsReporter) {
+		name := ""
+		switch v := s.(type) {
+		case nil:
+			return
+		case *cache.Tiered:
+			walk(v.Local(), nil)
+			walk(v.Shared(), v)
+			return
+		case *cache.Memory:
+			name = "memory"
+		case *cache.Disk:
+			name = "disk"
+		case *cache.S3:
+			name = "s3"
+		default:
+			name = "other"
+		}
+		r, ok := s.(cache.StatsReporter)
+		if !ok {
+			return
+		}
+		for _, t := range out {
+			if t.name == name {
+				name = fmt.Sprintf("%s%d", name, len(out))
+			}
+		}
+		out = append(out, namedTier{name: name, store: r, queue: queue})
+	}
+	walk(s, nil)
+	return out
+}
+
+func newCacheCollector(e *proxy.Engine) *cacheCollector {
+	c := &cacheCollector{e: e, tiers: cacheTiers(e.Cache()), descs: map[string]*prometheus.Desc{}}
+	tier := []string{"tier"}
+	for name, help := range map[string]string{
+		"xetproxy_cache_tier_hits_total":      "Lookups a cache tier answered.",
+		"xetproxy_cache_tier_misses_total":    "Lookups a cache tier did not hold.",
+		"xetproxy_cache_tier_hit_bytes_total": "Decoded bytes cache tier hits returned.",
+		"xetproxy_cache_tier_puts_total":      "Entries written to a cache tier.",
+		"xetproxy_cache_tier_put_bytes_total": "Decoded bytes written to a cache tier.",
+		"xetproxy_cache_tier_evictions_total": "Entries a cache tier dropped to stay within its capacity.",
+		"xetproxy_cache_tier_corrupt_total":   "Stored entries found damaged (checksum or hash) and deleted.",
+		"xetproxy_cache_tier_errors_total":    "Cache tier failures other than misses (I/O, bucket errors).",
+		"xetproxy_cache_tier_dropped_total":   "Writes to the shared tier skipped because its queue was full.",
+		"xetproxy_cache_tier_entries":         "Entries a cache tier holds (s3: the keys this instance knows of).",
+		"xetproxy_cache_tier_size_bytes":      "Bytes a cache tier holds, stored form (s3: of the keys this instance knows of).",
+		"xetproxy_cache_tier_capacity_bytes":  "Configured capacity of a cache tier (0: unbounded, e.g. s3).",
+	} {
+		c.descs[name] = prometheus.NewDesc(name, help, tier, nil)
+	}
+	for name, help := range map[string]string{
+		"xetproxy_cache_lookups_total":         "Segment lookups of the download engine in its cache, by result (hit, miss, error).",
+		"xetproxy_cache_writes_total":          "Segments the download engine wrote to its cache, by result (ok, error).",
+		"xetproxy_cache_fills_total":           "Cache fills started: xorb ranges fetched once from upstream for every request needing them.",
+		"xetproxy_cache_fill_failures_total":   "Cache fills that failed (upstream or integrity errors).",
+		"xetproxy_cache_fill_joins_total":      "Requests that joined a fill another request had started instead of fetching the range again.",
+		"xetproxy_cache_fill_bytes_total":      "Decoded bytes cache fills fetched from upstream.",
+		"xetproxy_cache_fallbacks_total":       "Xorb ranges a request had to fetch again for itself (its fill had moved on and the cache no longer held the bytes).",
+		"xetproxy_cache_purges_total":          "Chunk ranges deleted from the cache after a failed integrity check.",
+		"xetproxy_cache_fills_in_flight":       "Cache fills running now.",
+		"xetproxy_cache_fill_buffer_bytes":     "Decoded bytes cache fills hold in memory now.",
+		"xetproxy_download_source_bytes_total": "Xet file bytes sent to clients, by where their chunks came from (cache, shared = another request's fill, upstream).",
+	} {
+		var labels []string
+		switch name {
+		case "xetproxy_cache_lookups_total", "xetproxy_cache_writes_total":
+			labels = []string{"result"}
+		case "xetproxy_download_source_bytes_total":
+			labels = []string{"source"}
+		}
+		c.descs[name] = prometheus.NewDesc(name, help, labels, nil)
+	}
+	return c
+}
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
+	}
+	for _, t := range c.tiers {
+		s := t.store.Stats()
+		counter("xetproxy_cache_tier_hits_total", float64(s.Hits), t.name)
+		counter("xetproxy_cache_tier_misses_total", float64(s.Misses), t.name)
+		counter("xetproxy_cache_tier_hit_bytes_total", float64(s.HitBytes), t.name)
+		counter("xetproxy_cache_tier_puts_total", float64(s.Puts), t.name)
+		counter("xetproxy_cache_tier_put_bytes_total", float64(s.PutBytes), t.name)
+		counter("xetproxy_cache_tier_evictions_total", float64(s.Evictions), t.name)
+		counter("xetproxy_cache_tier_corrupt_total", float64(s.Corrupt), t.name)
+		counter("xetproxy_cache_tier_errors_total", float64(s.Errors), t.name)
+		dropped := s.Dropped
+		if t.queue != nil {
+			dropped += t.queue.Stats().Dropped
+		}
+		counter("xetproxy_cache_tier_dropped_total", float64(dropped), t.name)
+		gauge("xetproxy_cache_tier_entries", float64(s.Entries), t.name)
+		gauge("xetproxy_cache_tier_size_bytes", float64(s.Size), t.name)
+		gauge("xetproxy_cache_tier_capacity_bytes", float64(s.Capacity), t.name)
+	}
+	st := c.e.CacheStats()
+	counter("xetproxy_cache_lookups_total", float64(st.Hits), "hit")
+	counter("xetproxy_cache_lookups_total", float64(st.Misses), "miss")
+	counter("xetproxy_cache_lookups_total", float64(st.GetErrors), "error")
+	counter("xetproxy_cache_writes_total", float64(st.Puts), "ok")
+	counter("xetproxy_cache_writes_total", float64(st.PutErrors), "error")
+	counter("xetproxy_cache_fills_total", float64(st.Fills))
+	counter("xetproxy_cache_fill_failures_total", float64(st.FillErrors))
+	counter("xetproxy_cache_fill_joins_total", float64(st.FillJoins))
+	counter("xetproxy_cache_fill_bytes_total", float64(st.FillBytes))
+	counter("xetproxy_cache_fallbacks_total", float64(st.Fallbacks))
+	counter("xetproxy_cache_purges_total", float64(st.Purges))
+	gauge("xetproxy_cache_fills_in_flight", float64(st.FillsInFlight))
+	gauge("xetproxy_cache_fill_buffer_bytes", float64(st.FillBufferUsed))
+	counter("xetproxy_download_source_bytes_total", float64(st.ServedCache), "cache")
+	counter("xetproxy_download_source_bytes_total", float64(st.ServedShared), "shared")
+	counter("xetproxy_download_source_bytes_total", float64(st.ServedUpstream), "upstream")
 }

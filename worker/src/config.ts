@@ -43,10 +43,18 @@ export interface WorkerVars {
   XETPROXY_MAX_BUFFER?: string;
   XETPROXY_CACHE_DIR?: string;
   XETPROXY_CACHE_SIZE?: string;
+  /** In-process chunk cache in front of the disk, e.g. "512MiB" (server default: none). */
+  XETPROXY_CACHE_MEMORY?: string;
+  /** Go duration a caller's positive Hub answers are reused, e.g. "30s" (the server default); "0s" = never. */
+  XETPROXY_AUTH_CACHE_TTL?: string;
   XETPROXY_S3_ENDPOINT?: string;
   XETPROXY_S3_BUCKET?: string;
   XETPROXY_S3_PREFIX?: string;
   XETPROXY_S3_REGION?: string;
+  /** "true" for S3 servers that need path-style addressing (MinIO); R2 does not. */
+  XETPROXY_S3_PATH_STYLE?: string;
+  /** Memory for writes waiting for the bucket (server default 256MiB). */
+  XETPROXY_S3_QUEUE?: string;
   /** Secrets, for the S3/R2 cache tier. */
   AWS_ACCESS_KEY_ID?: string;
   AWS_SECRET_ACCESS_KEY?: string;
@@ -62,10 +70,14 @@ export const PASS_THROUGH = [
   "XETPROXY_MAX_BUFFER",
   "XETPROXY_CACHE_DIR",
   "XETPROXY_CACHE_SIZE",
+  "XETPROXY_CACHE_MEMORY",
+  "XETPROXY_AUTH_CACHE_TTL",
   "XETPROXY_S3_ENDPOINT",
   "XETPROXY_S3_BUCKET",
   "XETPROXY_S3_PREFIX",
   "XETPROXY_S3_REGION",
+  "XETPROXY_S3_PATH_STYLE",
+  "XETPROXY_S3_QUEUE",
   "AWS_ACCESS_KEY_ID",
   "AWS_SECRET_ACCESS_KEY",
 ] as const satisfies readonly (keyof WorkerVars)[];

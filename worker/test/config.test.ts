@@ -59,6 +59,21 @@ describe("containerEnvVars", () => {
     });
   });
 
+  it("passes the memory tier, the memo TTL and the S3 tier's addressing and queue", () => {
+    const env = containerEnvVars({
+      XETPROXY_CACHE_MEMORY: "512MiB",
+      XETPROXY_AUTH_CACHE_TTL: "0s",
+      XETPROXY_S3_PATH_STYLE: "true",
+      XETPROXY_S3_QUEUE: "1GiB",
+    });
+    expect(env).toMatchObject({
+      XETPROXY_CACHE_MEMORY: "512MiB",
+      XETPROXY_AUTH_CACHE_TTL: "0s",
+      XETPROXY_S3_PATH_STYLE: "true",
+      XETPROXY_S3_QUEUE: "1GiB",
+    });
+  });
+
   it("passes an empty XETPROXY_CACHE_DIR: it turns the image's disk cache off", () => {
     expect(containerEnvVars({ XETPROXY_CACHE_DIR: "" }).XETPROXY_CACHE_DIR).toBe("");
     expect(containerEnvVars({}).XETPROXY_CACHE_DIR).toBeUndefined();
