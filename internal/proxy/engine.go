@@ -177,53 +177,40 @@ func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision
 	return m, nil
 }
 
-// StatHash describes the Xet file with hash h as readable through repo at
-// revision. The user's access is checked by minting a read token for that
-// repo; the CAS gives the size. The CAS does not know which repos hold a
-// hash, so a hash from another repo is only as private as the token's
-// scope makes it.
+// StatHash describes the Xet file with hash h as a file of repo at
+// revision. The CAS binds a read token to a repo but does not check that a
+// hash belongs to it, so the hash is looked up in the repo's file listing,
+// fetched with the caller's credentials: a caller cannot read a file it
+// knows only by hash through some other repo it can read. The listing also
+// gives the size and the sha256 ETag. Positive answers are memoised like
+// Stat's.
 func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error) {
-	m := &hub.FileMeta{Repo: repo, Revision: revision, Path: h.String(), XetHash: &h}
-	key := e.memo.key(token, repo, revision, "size", h.String())
+	key := e.memo.key(token, repo, revision, "hash", h.String())
 	if v, ok := e.memo.get(key); ok {
-		m.Size = v.(int64)
+		c := *v.(*hub.FileMeta)
+		return &c, nil
+	}
+	entries, err := e.hub.List(ctx, token, repo, revision, "", true)
+	if err != nil {
+		return nil, upstream("list", h.String(), err)
+	}
+	for _, en := range entries {
+		if en.Type != "file" || en.XetHash == nil || *en.XetHash != h {
+			continue
+		}
+		m := &hub.FileMeta{Repo: repo, Revision: revision, Path: en.Path, XetHash: &h, Size: en.Size}
+		if en.LFS != nil {
+			m.ETag = en.LFS.OID
+		}
+		c := *m
+		e.memo.put(key, &c)
 		return m, nil
 	}
-	auth := e.auth(token, m)
-	size, err := e.cas.FileSize(ctx, auth, h)
-	var se *casclient.StatusError
-	if errors.As(err, &se) && (se.Code == 404 || se.Code == 405 || se.Code == 501) {
-		// No HEAD /v1/files (or an unknown file): ask the reconstruction.
-		size, err = e.sizeFromReconstruction(ctx, auth, h)
-	}
-	if errors.Is(err, casclient.ErrNotFound) {
-		return nil, fmt.Errorf("xet file %s: %w", h, ErrNotFound)
-	}
-	if err != nil {
-		return nil, upstream("file size", h.String(), err)
-	}
-	m.Size = size
-	e.memo.put(key, size)
-	return m, nil
+	return nil, fmt.Errorf("xet file %s in %s@%s: %w", h, repo.ID, revision, ErrNotFound)
 }
 
-// ErrNotFound: a Xet hash the CAS does not know.
+// ErrNotFound: a Xet hash that names no file of the repo.
 var ErrNotFound = errors.New("not found")
-
-func (e *Engine) sizeFromReconstruction(ctx context.Context, auth casclient.Auth, h merklehash.Hash) (int64, error) {
-	r, err := e.cas.Reconstruct(ctx, auth, h, nil)
-	if err != nil {
-		return 0, err
-	}
-	var n uint64
-	for _, t := range r.Terms {
-		n += uint64(t.UnpackedLength)
-	}
-	if len(r.Terms) > 0 && r.OffsetIntoFirstRange > n {
-		return 0, fmt.Errorf("reconstruction of %s: bad offset", h)
-	}
-	return int64(n - r.OffsetIntoFirstRange), nil
-}
 
 // auth returns the casclient.Auth of a user for the repo of m.
 func (e *Engine) auth(token string, m *hub.FileMeta) casclient.Auth {

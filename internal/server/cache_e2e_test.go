@@ -501,20 +501,25 @@ func TestCacheNeverServesWithoutAccess(t *testing.T) {
 		t.Errorf("%d cache lookups made for callers without access", d)
 	}
 
-	// The hash route checks access to the repo it names. The CAS does not
-	// bind file hashes to repos (read tokens are checked for validity and
-	// scope only), so a caller who can read some repo and knows the hash of
-	// a file elsewhere gets what the CAS gives that token, cache or not:
-	// the cache must not change that answer in either direction.
+	// The hash route checks access to the repo it names, and that the hash
+	// names a file of that repo: the CAS does not bind file hashes to repos,
+	// so a caller who can read some repo and knows the hash of a file
+	// elsewhere must get 404, whether or not the cache holds the bytes.
 	bare := startCacheProxy(t, h.url, func(c *server.Config) { c.CacheDir, c.CacheSize = "", 0 })
 	route := "/download-hash/" + hash + "?repo=org/public"
+	before := h.xorbBytes()
 	warm := p.get(route, "Authorization", "Bearer hf_other")
 	cold := bare.get(route, "Authorization", "Bearer hf_other")
-	if warm.status != cold.status || !bytes.Equal(warm.body, cold.body) {
-		t.Errorf("by hash through another repo: cached proxy %d (%d bytes), proxy without cache %d (%d bytes)",
+	if warm.status != http.StatusNotFound || cold.status != http.StatusNotFound {
+		t.Errorf("by hash through another repo: cached proxy %d (%d bytes), proxy without cache %d (%d bytes), want 404",
 			warm.status, len(warm.body), cold.status, len(cold.body))
 	}
-	t.Logf("by hash through another repo: %d with or without the cache (the CAS's answer)", cold.status)
+	if bytes.Contains(warm.body, data[:64]) || bytes.Contains(cold.body, data[:64]) {
+		t.Error("by hash through another repo: body holds file bytes")
+	}
+	if n := h.xorbBytes() - before; n != 0 {
+		t.Errorf("by hash through another repo: %d xorb bytes fetched", n)
+	}
 }
 
 func TestCacheConfig(t *testing.T) {

@@ -18,6 +18,11 @@ func classifyUpstream(err error) *apiError {
 		e.cause = err
 		return e
 	}
+	if errors.Is(err, proxy.ErrNotFound) {
+		e := newAPIError(http.StatusNotFound, "EntryNotFound", "no file with this Xet hash in the repo at this revision")
+		e.cause = err
+		return e
+	}
 	var ie *proxy.IntegrityError
 	if errors.As(err, &ie) {
 		e := newAPIError(http.StatusBadGateway, "IntegrityError", "upstream data failed verification")
