@@ -45,44 +45,21 @@
 // file-hash check on whole-file reads this rejects forged data. Memory holds
 // the caller's own bytes and checks nothing.
 //
-// # Using it from the download engine
+// # How the download engine uses it
 //
-// The engine holds one Store (nil when caching is off), built from flags:
-// Disk when --cache-dir is set, S3 when --s3-bucket is set, Tiered when
-// both. For each fetch entry of a reconstruction (a byte range of a xorb
-// covering chunks [a, b)) it does, in this order:
-//
-//	// 1. Authorize first: the cache is shared by every user, so a hit
-//	//    proves nothing. Only look up xorbs named by a reconstruction the
-//	//    caller's own token obtained.
-//	// 2. Look up the whole fetch range; on a miss look up each term that
-//	//    uses it. If every term hits, skip the download entirely.
-//	e, err := store.Get(ctx, xorb, a, b)
-//	switch {
-//	case err == nil:
-//		// use e.Chunk(i) / e.Data[e.Offsets[i-a]:...]; do not modify e
-//	case errors.Is(err, cache.ErrNotFound):
-//		// fetch
-//	default:
-//		// the cache is a soft dependency: log, count, fetch
-//	}
-//	// 3. Fetch the whole signed range (a V2 URL is signed for its exact
-//	//    ranges), decode every chunk, check the sizes against the terms,
-//	//    hash each chunk (Entry.Hashes; verify the xorb hash when the range
-//	//    is the whole xorb), and only then build the Entry and Put it.
-//	//    Never Put data that failed to decode or check.
-//	// 4. If a whole-file read then fails the file hash, Delete the range of
-//	//    every term it used, cached or fetched, before reporting the error.
-//
-// Fill at most once per key per instance: single-flight on Key (e.g.
-// golang.org/x/sync/singleflight keyed by Key.String(), or a map of
-// channels), and run the fetch-and-Put on a detached, bounded context
-// (context.WithoutCancel(ctx) plus a timeout) so that the client who started
-// it can hang up without aborting it for the others waiting. Put errors are
-// for logs and metrics only. Wrap the Store in a metrics decorator, or read
-// Stats (StatsReporter; Tiered.Local and Tiered.Shared expose each tier) from
-// a Prometheus collector. Call Tiered.Close during shutdown to finish queued
-// shared writes.
+// internal/proxy (cache.go) holds one Store, built by the server from flags
+// (memory, disk when --cache-dir is set, S3 when --s3-bucket is set, tiered
+// when local and shared are both set). It only looks up xorbs named by a
+// reconstruction answer the caller obtained with its own credentials, since
+// a hit proves nothing about access. Entries are aligned segments of 64
+// chunks of a xorb; a miss joins or starts one fill per segment range per
+// Engine (single-flight), run on a detached, bounded context so the client
+// that started it can leave. Only decoded chunks are Put, with hashes of
+// their bytes; a whole-file read that then fails its file hash Deletes what
+// it used. Get errors count as misses, Put errors are logged and counted.
+// Stats (StatsReporter; Tiered.Local and Tiered.Shared for each tier) feed
+// the server's Prometheus collector; Tiered.Close at shutdown finishes
+// queued shared writes.
 //
 // # Concurrency
 //
