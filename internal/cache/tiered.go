@@ -62,6 +62,7 @@ type Tiered struct {
 	idle    []chan struct{}
 	seq     uint64      // orders enqueues and deletes
 	deleted []tombstone // deletes issued while writes were pending
+	writing []inflight  // shared writes under way
 
 	lastWarn atomic.Int64 // unix nanoseconds of the last Warn-level log
 
@@ -85,6 +86,13 @@ func (t *Tiered) warn(msg string, args ...any) {
 type queuedEntry struct {
 	e   *Entry
 	seq uint64
+}
+
+// inflight is a shared write under way; done closes once it finished,
+// including the undo of a Delete that landed meanwhile.
+type inflight struct {
+	key  Key
+	done chan struct{}
 }
 
 // tombstone records a Delete so that shared writes queued before it are not
@@ -275,11 +283,24 @@ func (t *Tiered) worker() {
 func (t *Tiered) write(q queuedEntry) {
 	k := q.e.Key()
 	t.mu.Lock()
-	skip := t.deletedSince(k, q.seq)
-	t.mu.Unlock()
-	if skip {
+	if t.deletedSince(k, q.seq) {
+		t.mu.Unlock()
 		return
 	}
+	done := make(chan struct{})
+	t.writing = append(t.writing, inflight{key: k, done: done})
+	t.mu.Unlock()
+	defer func() {
+		t.mu.Lock()
+		for i, w := range t.writing {
+			if w.done == done {
+				t.writing = append(t.writing[:i], t.writing[i+1:]...)
+				break
+			}
+		}
+		t.mu.Unlock()
+		close(done)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
 	defer cancel()
 	if err := t.shared.Put(ctx, q.e); err != nil {
@@ -316,7 +337,24 @@ func (t *Tiered) Delete(ctx context.Context, xorb merklehash.Hash, start, end ui
 		}
 		t.deleted = append(t.deleted, tombstone{key: Key{Xorb: xorb, Start: start, End: end}, seq: t.seq})
 	}
+	// A shared write already under way may land after the deletes below; it
+	// undoes itself when it sees the tombstone. Wait for that, so that no Get
+	// after Delete returns can find the entry.
+	k := Key{Xorb: xorb, Start: start, End: end}
+	var wait []chan struct{}
+	for _, w := range t.writing {
+		if w.key.Overlaps(k) {
+			wait = append(wait, w.done)
+		}
+	}
 	t.mu.Unlock()
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return errors.Join(t.local.Delete(ctx, xorb, start, end), t.shared.Delete(ctx, xorb, start, end))
 }
 
