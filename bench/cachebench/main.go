@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -25,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +33,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/xetproxy/xetproxy/bench/internal/benchkit"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
 	"github.com/xetproxy/xetproxy/internal/server/sample"
@@ -105,7 +104,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	logf("ingesting %s (+ an edited copy, + %s) into fakehub...", human(size), human(csize))
+	logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
 	start := time.Now()
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", sample.NewSafetensors(size, 1)); err != nil {
 		return err
@@ -147,7 +146,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 		}
 		goStatic.speed = append(goStatic.speed, r.speed)
 	}
-	logf("go static: %s", mbps(median(goStatic.speed)))
+	logf("go static: %s", benchkit.MBps(benchkit.Median(goStatic.speed)))
 	var nginx *result
 	if ng, err := exec.LookPath("nginx"); err == nil {
 		url, stop, err := startNginx(ng, dir, www)
@@ -164,7 +163,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 				nginx.speed = append(nginx.speed, r.speed)
 			}
 			stop()
-			logf("nginx: %s", mbps(median(nginx.speed)))
+			logf("nginx: %s", benchkit.MBps(benchkit.Median(nginx.speed)))
 		}
 	}
 	base := goStatic
@@ -197,7 +196,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.speed}, size: r.size,
 		xorbBytes: xorbBytes(fh), rss: p.hwm()})
 	p.stop()
-	logf("cold without cache: %s", mbps(r.speed))
+	logf("cold without cache: %s", benchkit.MBps(r.speed))
 
 	cacheDir := filepath.Join(cacheRoot, "cache")
 	cacheArgs := []string{"--cache-dir", cacheDir, "--cache-size", strconv.FormatInt(3*size+(1<<30), 10)}
@@ -216,7 +215,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	}
 	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.speed}, size: r.size,
 		xorbBytes: xorbBytes(fh), rss: p.hwm()})
-	logf("cold: %s, %s of xorbs", mbps(r.speed), human(xorbBytes(fh)))
+	logf("cold: %s, %s of xorbs", benchkit.MBps(r.speed), benchkit.Human(xorbBytes(fh)))
 
 	// warm: the same server again
 	warm := result{name: "xetproxy warm (second download, same server)", size: bigSize}
@@ -228,10 +227,10 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 			return err
 		}
 		warm.speed = append(warm.speed, r.speed)
-		logf("warm run %d: %s", i+1, mbps(r.speed))
+		logf("warm run %d: %s", i+1, benchkit.MBps(r.speed))
 	}
 	warm.xorbBytes, warm.rss = xorbBytes(fh), p.hwm()
-	got, err := shaOf(p.url + bigURL)
+	got, err := benchkit.SHA256Of(p.url + bigURL)
 	if err != nil {
 		p.stop()
 		return err
@@ -273,7 +272,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	restart.xorbBytes, restart.rss = xorbBytes(fh), p.hwm()
 	p.stop()
 	results = append(results, restart)
-	logf("restart: %s", mbps(median(restart.speed)))
+	logf("restart: %s", benchkit.MBps(benchkit.Median(restart.speed)))
 
 	// shared S3 tier: instance A fills it, instance B (empty disk) reads it
 	if withS3 {
@@ -345,7 +344,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 			maxPer = max(maxPer, ranges[k])
 		}
 	}
-	results = append(results, result{name: fmt.Sprintf("xetproxy, %d clients at once on one cold %s file (aggregate)", clients, human(csize)),
+	results = append(results, result{name: fmt.Sprintf("xetproxy, %d clients at once on one cold %s file (aggregate)", clients, benchkit.Human(csize)),
 		speed: []float64{float64(int64(clients)*csize) / wall}, size: csize, xorbBytes: xorbBytes(fh), rss: p.hwm(),
 		note: fmt.Sprintf("%d xorb ranges, each fetched at most %d time(s)", len(ranges), maxPer)})
 	p.stop()
@@ -389,20 +388,20 @@ func (p *patcher) Read(b []byte) (int, error) {
 func printReport(w io.Writer, rs []result, base result, size int64) {
 	fmt.Fprintf(w, "\n## Results (%s, medians of the runs)\n\n", time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(w, "| scenario | throughput | vs %s | xorb bytes from upstream | server peak RSS | notes |\n|---|---|---|---|---|---|\n", base.name)
-	b := median(base.speed)
+	b := benchkit.Median(base.speed)
 	for _, r := range rs {
 		rss := "—"
 		if r.rss > 0 {
-			rss = human(r.rss)
+			rss = benchkit.Human(r.rss)
 		}
 		xb := "—"
 		if !strings.Contains(r.name, "static") {
-			xb = human(r.xorbBytes)
+			xb = benchkit.Human(r.xorbBytes)
 			if r.xorbBytes == 0 {
 				xb = "0"
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %.2f× | %s | %s | %s |\n", r.name, mbps(median(r.speed)), median(r.speed)/b, xb, rss, r.note)
+		fmt.Fprintf(w, "| %s | %s | %.2f× | %s | %s | %s |\n", r.name, benchkit.MBps(benchkit.Median(r.speed)), benchkit.Median(r.speed)/b, xb, rss, r.note)
 	}
 	fmt.Fprintf(w, "\nRaw runs:")
 	for _, r := range rs {
@@ -432,19 +431,6 @@ func curlOnce(curl, url string, extra ...string) (curlResult, error) {
 	r.speed, _ = strconv.ParseFloat(f[2], 64)
 	r.size, _ = strconv.ParseInt(f[3], 10, 64)
 	return r, nil
-}
-
-func shaOf(url string) (string, error) {
-	res, err := http.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, res.Body); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 type proxyProc struct {
@@ -498,7 +484,7 @@ func startProxy(bin, hubURL string, args ...string) (*proxyProc, error) {
 }
 
 func (p *proxyProc) sample() {
-	v := vmHWM(p.cmd.Process.Pid)
+	v := benchkit.VmHWM(p.cmd.Process.Pid)
 	p.mu.Lock()
 	p.peak = max(p.peak, v)
 	p.mu.Unlock()
@@ -516,22 +502,6 @@ func (p *proxyProc) stop() {
 	close(p.done)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.cmd.Wait()
-}
-
-func vmHWM(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func startNginx(ng, dir, www string) (url string, stop func(), err error) {
@@ -584,36 +554,12 @@ http {
 	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func list(v []float64) string {
 	var s []string
 	for _, x := range v {
-		s = append(s, mbps(x))
+		s = append(s, benchkit.MBps(x))
 	}
 	return strings.Join(s, ", ")
-}
-
-func mbps(bps float64) string { return fmt.Sprintf("%.0f MB/s", bps/1e6) }
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func logf(format string, args ...any) {

@@ -11,7 +11,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -24,13 +23,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/xetproxy/xetproxy/bench/internal/benchkit"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
 	"github.com/xetproxy/xetproxy/internal/server/sample"
@@ -88,7 +87,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	logf("ingesting %s + %d × %s into fakehub...", human(size), clients, human(csize))
+	logf("ingesting %s + %d × %s into fakehub...", benchkit.Human(size), clients, benchkit.Human(csize))
 	start := time.Now()
 	big := sample.NewSafetensors(size, 1)
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", big); err != nil {
@@ -131,7 +130,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		}
 		rep.goStatic = append(rep.goStatic, r.speed)
 	}
-	logf("go static: %s", mbps(median(rep.goStatic)))
+	logf("go static: %s", benchkit.MBps(benchkit.Median(rep.goStatic)))
 
 	// nginx, if installed
 	if ng, err := exec.LookPath("nginx"); err == nil {
@@ -148,7 +147,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 				rep.nginx = append(rep.nginx, r.speed)
 			}
 			stop()
-			logf("nginx: %s", mbps(median(rep.nginx)))
+			logf("nginx: %s", benchkit.MBps(benchkit.Median(rep.nginx)))
 		}
 	} else {
 		logf("nginx not installed: apt-get install nginx for that baseline")
@@ -171,7 +170,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		rep.proxy = append(rep.proxy, r.speed)
 		rep.proxyTTFB = append(rep.proxyTTFB, r.ttfb)
 		rep.rssSingle = append(rep.rssSingle, hwm)
-		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, mbps(r.speed), r.ttfb*1000, human(hwm))
+		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.speed), r.ttfb*1000, benchkit.Human(hwm))
 	}
 
 	// content check once: the proxy's bytes are the file
@@ -180,7 +179,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		if err != nil {
 			return err
 		}
-		got, err := shaOf(p.url + "/download/" + benchRepo + "/big.safetensors")
+		got, err := benchkit.SHA256Of(p.url + "/download/" + benchRepo + "/big.safetensors")
 		p.stop()
 		if err != nil {
 			return err
@@ -220,7 +219,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		}
 		rep.concurrent = append(rep.concurrent, float64(total)/wall)
 		rep.rssConcurrent = append(rep.rssConcurrent, hwm)
-		logf("proxy %d clients run %d: aggregate %s, peak RSS %s", clients, i+1, mbps(float64(total)/wall), human(hwm))
+		logf("proxy %d clients run %d: aggregate %s, peak RSS %s", clients, i+1, benchkit.MBps(float64(total)/wall), benchkit.Human(hwm))
 	}
 	rep.clients, rep.csize = clients, csize
 
@@ -276,19 +275,6 @@ func curlOnce(curl, url string, extra ...string) (curlResult, error) {
 	return r, nil
 }
 
-func shaOf(url string) (string, error) {
-	res, err := http.Get(url)
-	if err != nil {
-		return "", err
-	}
-	defer res.Body.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, res.Body); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 type proxyProc struct {
 	cmd  *exec.Cmd
 	url  string
@@ -331,7 +317,7 @@ func startProxy(bin, hubURL string) (*proxyProc, error) {
 			case <-p.done:
 				return
 			case <-t.C:
-				if v := vmHWM(cmd.Process.Pid); v > p.peak {
+				if v := benchkit.VmHWM(cmd.Process.Pid); v > p.peak {
 					p.peak = v
 				}
 			}
@@ -342,30 +328,13 @@ func startProxy(bin, hubURL string) (*proxyProc, error) {
 
 // stop ends the proxy with SIGTERM and returns its peak RSS.
 func (p *proxyProc) stop() int64 {
-	if v := vmHWM(p.cmd.Process.Pid); v > p.peak {
+	if v := benchkit.VmHWM(p.cmd.Process.Pid); v > p.peak {
 		p.peak = v
 	}
 	close(p.done)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	p.cmd.Wait()
 	return p.peak
-}
-
-// vmHWM reads the peak resident set size of pid in bytes.
-func vmHWM(pid int) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
 }
 
 func startNginx(ng, dir, www string) (url string, stop func(), err error) {
@@ -430,27 +399,27 @@ type report struct {
 }
 
 func (r *report) print(w io.Writer) {
-	base := median(r.goStatic)
+	base := benchkit.Median(r.goStatic)
 	baseName := "Go static server"
 	if len(r.nginx) > 0 {
-		base, baseName = median(r.nginx), "nginx"
+		base, baseName = benchkit.Median(r.nginx), "nginx"
 	}
 	fmt.Fprintf(w, "\n## Results (%s, %d runs each, medians)\n\n", time.Now().UTC().Format("2006-01-02"), len(r.proxy))
 	fmt.Fprintf(w, "| measurement | median | ratio / target |\n|---|---|---|\n")
 	if len(r.nginx) > 0 {
-		fmt.Fprintf(w, "| nginx static, %s, one curl | %s | baseline |\n", human(r.size), mbps(median(r.nginx)))
+		fmt.Fprintf(w, "| nginx static, %s, one curl | %s | baseline |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.nginx)))
 	}
-	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s | %.2f× nginx |\n", human(r.size), mbps(median(r.goStatic)), ratio(median(r.goStatic), median(r.nginx)))
-	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s | %.2f× %s (target ≥ 0.25×) |\n", human(r.size), mbps(median(r.proxy)), median(r.proxy)/base, baseName)
-	fmt.Fprintf(w, "| xetproxy cold, %d curls on %d different %s files, aggregate | %s | %.2f× %s |\n", r.clients, r.clients, human(r.csize), mbps(median(r.concurrent)), median(r.concurrent)/base, baseName)
-	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", human(r.size), human(medianInt(r.rssSingle)))
-	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, human(medianInt(r.rssConcurrent)))
-	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", human(r.size), median(r.proxyTTFB)*1000)
-	fmt.Fprintf(w, "| TTFB, warm server, Range: bytes=0-0 of the %s file | %.1f ms | target ≤ 50 ms |\n", human(r.size), median(r.ttfbWarmRange)*1000)
-	fmt.Fprintf(w, "| TTFB, warm server, small plain git file | %.1f ms | target ≤ 50 ms |\n", median(r.ttfbWarmSmall)*1000)
+	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s | %.2f× nginx |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.goStatic)), ratio(benchkit.Median(r.goStatic), benchkit.Median(r.nginx)))
+	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s | %.2f× %s (target ≥ 0.25×) |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)), benchkit.Median(r.proxy)/base, baseName)
+	fmt.Fprintf(w, "| xetproxy cold, %d curls on %d different %s files, aggregate | %s | %.2f× %s |\n", r.clients, r.clients, benchkit.Human(r.csize), benchkit.MBps(benchkit.Median(r.concurrent)), benchkit.Median(r.concurrent)/base, baseName)
+	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
+	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, benchkit.Human(medianInt(r.rssConcurrent)))
+	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.proxyTTFB)*1000)
+	fmt.Fprintf(w, "| TTFB, warm server, Range: bytes=0-0 of the %s file | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.ttfbWarmRange)*1000)
+	fmt.Fprintf(w, "| TTFB, warm server, small plain git file | %.1f ms | target ≤ 50 ms |\n", benchkit.Median(r.ttfbWarmSmall)*1000)
 	fmt.Fprintf(w, "\nContent verified (sha256 of the proxy's bytes = the file's): %v.\n", r.verified)
 	fmt.Fprintf(w, "Raw runs: proxy %s; concurrent %s; RSS single %s; RSS concurrent %s.\n",
-		list(r.proxy, mbps), list(r.concurrent, mbps), listInt(r.rssSingle), listInt(r.rssConcurrent))
+		list(r.proxy, benchkit.MBps), list(r.concurrent, benchkit.MBps), listInt(r.rssSingle), listInt(r.rssConcurrent))
 }
 
 func ratio(a, b float64) float64 {
@@ -460,24 +429,12 @@ func ratio(a, b float64) float64 {
 	return a / b
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 func medianInt(v []int64) int64 {
 	f := make([]float64, len(v))
 	for i, x := range v {
 		f[i] = float64(x)
 	}
-	return int64(median(f))
+	return int64(benchkit.Median(f))
 }
 
 func list(v []float64, f func(float64) string) string {
@@ -491,21 +448,9 @@ func list(v []float64, f func(float64) string) string {
 func listInt(v []int64) string {
 	var s []string
 	for _, x := range v {
-		s = append(s, human(x))
+		s = append(s, benchkit.Human(x))
 	}
 	return strings.Join(s, ", ")
-}
-
-func mbps(bps float64) string { return fmt.Sprintf("%.0f MB/s", bps/1e6) }
-
-func human(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%d KiB", n>>10)
 }
 
 func logf(format string, args ...any) {
