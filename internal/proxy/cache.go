@@ -103,8 +103,19 @@ type CacheStats struct {
 	PutBytes                uint64
 	Fallbacks               uint64 // fetches that had to be fetched again for one stream
 	Purges                  uint64 // ranges deleted after a failed check
-	FillsInFlight           int64
-	FillBufferUsed          int64 // bytes of FillBuffer held now
+	// Proofs (proof.go).
+	XorbProofs     uint64 // manifests learnt: fetches of whole xorbs that hashed to their name
+	FileProofs     uint64 // whole-file reads whose file hash checked
+	FileMismatches uint64 // whole-file reads whose file hash did not check
+	ProofFailures  uint64 // chunks (cached or fetched) that did not match their xorb's manifest
+	StagedBytes    uint64 // decoded bytes written to the staging store to await a proof
+	PromotedBytes  uint64 // staged bytes promoted to the cache after a proof
+	// ServedUnverified counts the bytes given to ranged reads whose chunk
+	// no proof covered (no manifest of its xorb): term lengths were
+	// checked, content could not be.
+	ServedUnverified int64
+	FillsInFlight    int64
+	FillBufferUsed   int64 // bytes of FillBuffer held now
 }
 
 type counters struct {
@@ -114,6 +125,10 @@ type counters struct {
 	fillBytes                         atomic.Uint64
 	puts, putErrors, putBytes         atomic.Uint64
 	fallbacks, purges                 atomic.Uint64
+	xorbProofs, fileProofs            atomic.Uint64
+	fileMismatches, proofFailures     atomic.Uint64
+	staged, promoted                  atomic.Uint64
+	unverified                        atomic.Int64
 	fillsInFlight                     atomic.Int64
 	lastWarn                          atomic.Int64
 }
@@ -128,6 +143,9 @@ func (e *Engine) CacheStats() CacheStats {
 		Fills: c.fills.Load(), FillErrors: c.fillErrors.Load(), FillJoins: c.fillJoins.Load(), FillBytes: c.fillBytes.Load(),
 		Puts: c.puts.Load(), PutErrors: c.putErrors.Load(), PutBytes: c.putBytes.Load(),
 		Fallbacks: c.fallbacks.Load(), Purges: c.purges.Load(), FillsInFlight: c.fillsInFlight.Load(),
+		XorbProofs: c.xorbProofs.Load(), FileProofs: c.fileProofs.Load(), FileMismatches: c.fileMismatches.Load(),
+		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(),
+		ServedUnverified: c.unverified.Load(),
 	}
 	if e.fillBudget != nil {
 		st.FillBufferUsed, _ = e.fillBudget.stats()
@@ -211,6 +229,11 @@ func (e *Engine) purge(ctx context.Context, keys []cache.Key) {
 		if err := e.cache.Delete(pctx, k.Xorb, k.Start, k.End); err != nil {
 			e.warn("cache: purge failed", "key", k.String(), "err", err)
 		}
+		if e.staging != nil {
+			if err := e.staging.Delete(pctx, k.Xorb, k.Start, k.End); err != nil {
+				e.warn("cache: purge of staging failed", "key", k.String(), "err", err)
+			}
+		}
 	}
 	e.log.Warn("cache: purged ranges after a failed check", "ranges", len(seen))
 }
@@ -222,6 +245,9 @@ func (e *Engine) Flush(ctx context.Context) error {
 		return nil
 	}
 	if err := e.fills.wait(ctx); err != nil {
+		return err
+	}
+	if err := e.bg.wait(ctx); err != nil {
 		return err
 	}
 	if f, ok := e.cache.(interface{ Flush(context.Context) error }); ok {
@@ -242,8 +268,12 @@ func (e *Engine) Close(ctx context.Context) error {
 			return
 		}
 		e.fills.close()
+		e.bg.close()
 		if err = e.Flush(ctx); err != nil {
 			return
+		}
+		if c, ok := e.staging.(io.Closer); ok {
+			_ = c.Close()
 		}
 		if c, ok := e.cache.(io.Closer); ok {
 			err = c.Close()
@@ -254,9 +284,23 @@ func (e *Engine) Close(ctx context.Context) error {
 
 // ---- the stream side ----
 
+// errRecheck: a cached copy failed its proof and was purged; the caller
+// fetches the rest of its range from upstream (once).
+var errRecheck = errors.New("proxy: cached chunks failed their proof")
+
 // downloadCached delivers the chunks of f from the cache and from fills.
+// What it may use depends on the proof it can apply (proof.go): with the
+// xorb's manifest every chunk is checked, whatever its source; a
+// whole-file stream checks everything against its file hash, so it may
+// also use chunks that await a proof (fills without one, the staging
+// store); a ranged stream with neither reads only proven cache entries and
+// fetches the rest for itself.
 func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 	fe := &f.blk.plan.Fetches[f.i]
+	m := s.e.manifest(s.ctx, fe.Xorb)
+	if !s.verify && m == nil {
+		return s.downloadProvenOnly(f, tr)
+	}
 	if s.verify {
 		s.usedMu.Lock()
 		s.used = append(s.used, cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End})
@@ -276,7 +320,7 @@ func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
-		fl = s.e.fills.join(s, f, since)
+		fl = s.e.fills.join(s, f, since, m)
 	}
 	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
@@ -285,7 +329,7 @@ func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 	lookup:
 		for {
 			if first != nil {
-				err, first = s.fromEntry(f, tr, first, srcCache), nil
+				err, first = s.fromEntry(f, tr, first, srcCache, m, false), nil
 				break lookup
 			}
 			// Chunks a fill brought count as that fill's (fetched for this
@@ -298,7 +342,7 @@ func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 					src = srcUpstream
 				}
 				if sg := fl.segment(lo); sg != nil {
-					err = s.fromFill(f, tr, fl, sg, lo, hi, src)
+					err = s.fromFill(f, tr, fl, sg, lo, hi, src, m)
 					break lookup
 				}
 			}
@@ -308,17 +352,25 @@ func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 				return err
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
-				err = s.fromEntry(f, tr, ent, src)
+				err = s.fromEntry(f, tr, ent, src, m, false)
+				break lookup
+			}
+			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				err = s.fromEntry(f, tr, ent, src, m, true)
 				break lookup
 			}
 			if err = s.ctx.Err(); err != nil {
 				return err
 			}
 			if fl == nil {
-				if fl = s.e.fills.join(s, f, since); fl != nil {
+				if fl = s.e.fills.join(s, f, since, m); fl != nil {
 					continue
 				}
 			}
+			s.e.stats.fallbacks.Add(1)
+			return s.downloadUpstream(f, tr, k)
+		}
+		if errors.Is(err, errRecheck) {
 			s.e.stats.fallbacks.Add(1)
 			return s.downloadUpstream(f, tr, k)
 		}
@@ -335,6 +387,49 @@ func (s *stream) downloadCached(f *fetch, tr *reconstruction.Tracker) error {
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
 	return nil
+}
+
+// downloadProvenOnly serves a ranged stream that has no proof for f's
+// xorb: it reads proven cache entries (checked for length, not content:
+// nothing could check it) and fetches what they lack for itself, without
+// filling the cache, since nothing would ever prove those chunks.
+func (s *stream) downloadProvenOnly(f *fetch, tr *reconstruction.Tracker) error {
+	fe := &f.blk.plan.Fetches[f.i]
+	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
+		hi := min(segmentEnd(lo), fe.Chunks.End)
+		k := lo - fe.Chunks.Start
+		if err := s.acquire(f, int(k), 0); err != nil {
+			return err
+		}
+		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		if ent == nil {
+			if err := s.ctx.Err(); err != nil {
+				return err
+			}
+			return s.downloadUpstream(f, tr, k)
+		}
+		if err := s.fromEntry(f, tr, ent, srcCache, nil, false); err != nil {
+			return err
+		}
+		lo = hi
+	}
+	if err := tr.Finish(); err != nil {
+		return &IntegrityError{File: s.fileName(), Err: err}
+	}
+	return nil
+}
+
+// stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
+// a miss.
+func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint32) *cache.Entry {
+	if e.staging == nil {
+		return nil
+	}
+	ent, err := e.staging.Get(ctx, x, lo, hi)
+	if err != nil || ent.Xorb != x || ent.Start != lo || ent.End != hi || ent.Validate() != nil {
+		return nil
+	}
+	return ent
 }
 
 // waitFillTurn waits until f may start filling: it is the reader's fetch
@@ -368,18 +463,50 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 	return n < uint64(limit)
 }
 
-func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source) error {
+// fromEntry delivers a cached entry. Its stored hashes are not trusted:
+// a stream that can check (a manifest, or its own file hash) hashes the
+// bytes it got, and with a manifest checks every chunk before delivering
+// any, so that a bad copy is purged and fetched again (errRecheck) before
+// a byte of it is out. staged marks an entry that awaits a proof.
+func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool) error {
 	base := f.blk.plan.Fetches[f.i].Chunks.Start
+	hashes := ent.Hashes
+	if s.verify || m != nil {
+		hashes = make([]merklehash.Hash, ent.End-ent.Start)
+		for c := ent.Start; c < ent.End; c++ {
+			data := ent.Chunk(c)
+			h := merklehash.ChunkHash(data)
+			if m != nil && !m.Check(c, h, uint32(len(data))) {
+				s.e.stats.proofFailures.Add(1)
+				s.e.log.Warn("cache: a cached chunk does not match its xorb's manifest; purged, fetching again",
+					"xorb", ent.Xorb.String(), "chunk", c, "staged", staged)
+				s.e.purge(s.ctx, []cache.Key{ent.Key()})
+				return errRecheck
+			}
+			hashes[c-ent.Start] = h
+		}
+	}
 	for c := ent.Start; c < ent.End; c++ {
-		if err := s.deliver(f, tr, c-base, ent.Chunk(c), ent.Hashes[c-ent.Start], src); err != nil {
+		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil); err != nil {
 			return err
 		}
+	}
+	if staged && m == nil {
+		s.noteUnproven(ent.Xorb, ent.Start, hashes)
 	}
 	return nil
 }
 
-func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source) error {
-	base := f.blk.plan.Fetches[f.i].Chunks.Start
+// fromFill delivers chunks [lo, hi) of a fill, checking them against m
+// when the fill did not (it started before the manifest was known).
+func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest) error {
+	fe := &f.blk.plan.Fetches[f.i]
+	base := fe.Chunks.Start
+	proven := m != nil || fl.m != nil
+	var hashes []merklehash.Hash
+	if !proven {
+		hashes = make([]merklehash.Hash, 0, hi-lo)
+	}
 	for c := lo; c < hi; c++ {
 		data, h, err := fl.chunk(s.ctx, sg, c-sg.start)
 		if err != nil {
@@ -388,9 +515,19 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 			}
 			return err
 		}
-		if err := s.deliver(f, tr, c-base, data, h, src); err != nil {
+		if m != nil && fl.m == nil && !m.Check(c, h, uint32(len(data))) {
+			s.e.stats.proofFailures.Add(1)
+			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
+		}
+		if err := s.deliver(f, tr, c-base, data, h, src, proven); err != nil {
 			return err
 		}
+		if !proven {
+			hashes = append(hashes, h)
+		}
+	}
+	if !proven {
+		s.noteUnproven(fe.Xorb, lo, hashes)
 	}
 	return nil
 }
@@ -398,14 +535,14 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 // deliver hands chunk k of f (data, whose hash is h) to the reader. data
 // belongs to a cache entry or a fill and is never written again, so the
 // slot uses it in place; the stream's budget is charged for it as for a
-// chunk it decoded itself.
-func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source) error {
+// chunk it decoded itself. proven: a manifest checked it.
+func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool) error {
 	last, err := tr.Add(uint32(len(data)))
 	if err != nil {
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
 	sl := &f.slots[k]
-	sl.size, sl.lastUse, sl.hash, sl.src = uint32(len(data)), last, h, src
+	sl.size, sl.lastUse, sl.hash, sl.src, sl.proven = uint32(len(data)), last, h, src, proven
 	if last >= 0 {
 		cost := int64(len(data))
 		if err := s.acquire(f, int(k), cost); err != nil {
@@ -454,7 +591,7 @@ func newFillTable() *fillTable {
 // join returns the fill in flight that covers f's range, or one that
 // completed after mark returned since (its bytes are in the cache now), or
 // starts one; nil once the table is closed.
-func (t *fillTable) join(s *stream, f *fetch, since uint64) *fill {
+func (t *fillTable) join(s *stream, f *fetch, since uint64, m *cache.Manifest) *fill {
 	fe := &f.blk.plan.Fetches[f.i]
 	want := cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End}
 	t.mu.Lock()
@@ -473,7 +610,7 @@ func (t *fillTable) join(s *stream, f *fetch, since uint64) *fill {
 			return fl
 		}
 	}
-	fl := newFill(s, f)
+	fl := newFill(s, f, m)
 	t.byXorb[fe.Xorb] = append(t.byXorb[fe.Xorb], fl)
 	t.n++
 	go fl.run()
@@ -563,6 +700,14 @@ type fill struct {
 	fetch   *fetch
 	tr      *reconstruction.Tracker
 	base    uint32 // segment number of segs[0]
+	// m, when the xorb's manifest was known at the start, checks every
+	// chunk as it decodes: the segments are proven and go to the cache.
+	// Without it they go to the staging store; a fill of chunks [0, n)
+	// then proves them itself if they hash to the xorb (leaves), else
+	// whole-file streams that used them do (proof.go).
+	m      *cache.Manifest
+	leaves []merklehash.Leaf
+	staged []unproven // segments written to the staging store (putter)
 
 	doneSeq uint64 // set by fillTable.remove when it completed
 
@@ -585,10 +730,11 @@ type fillSeg struct {
 	held       int64 // fill budget held, once complete
 }
 
-func newFill(s *stream, f *fetch) *fill {
+func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
 	fe := &f.blk.plan.Fetches[f.i]
 	fl := &fill{
 		e:       s.e,
+		m:       m,
 		key:     cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End},
 		owner:   s,
 		ownerID: s.id,
@@ -690,6 +836,13 @@ func (fl *fill) run() {
 	close(puts)
 	<-putDone
 	if err == nil {
+		if fl.m == nil && fl.key.Start == 0 {
+			// Chunks [0, n): all of the xorb if they hash to its name.
+			if m := e.learnManifest(ctx, fl.key.Xorb, fl.leaves); m != nil {
+				e.promoteAll(ctx, fl.staged)
+			}
+		}
+		fl.leaves, fl.staged = nil, nil
 		fl.stop(nil)
 		e.fills.remove(fl, true)
 		return
@@ -715,7 +868,21 @@ func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- st
 			Offsets: sg.offsets, Hashes: sg.hashes, Data: sg.data}
 		fl.mu.Unlock()
 		if ctx.Err() == nil {
-			e.putSegment(ctx, ent)
+			switch {
+			case fl.m != nil:
+				e.putSegment(ctx, ent)
+			case e.staging != nil:
+				// Not proven yet: staged, out of reach of ranged readers,
+				// the shared tier and the next process.
+				if err := e.staging.Put(ctx, ent); err != nil {
+					if ctx.Err() == nil {
+						e.warn("cache: staging write failed", "key", ent.Key().String(), "err", err)
+					}
+				} else {
+					e.stats.staged.Add(uint64(len(ent.Data)))
+					fl.staged = append(fl.staged, unproven{key: ent.Key(), hashes: ent.Hashes})
+				}
+			}
 		}
 		fl.mu.Lock()
 		fl.segs[fl.released] = nil
@@ -955,8 +1122,16 @@ func (fl *fill) download(ctx context.Context, puts chan<- *fillSeg) error {
 			return err
 		}
 		buf = buf[:need]
+		ch := merklehash.ChunkHash(chunk)
+		if fl.m != nil && !fl.m.Check(fl.key.Start+k, ch, size) {
+			e.stats.proofFailures.Add(1)
+			return where(fmt.Errorf("chunk %d does not match the xorb's manifest", fl.key.Start+k))
+		}
+		if fl.m == nil && fl.key.Start == 0 {
+			fl.leaves = append(fl.leaves, merklehash.Leaf{Hash: ch, Size: uint64(size)})
+		}
 		offs = append(offs, uint32(need))
-		hashes = append(hashes, merklehash.ChunkHash(chunk))
+		hashes = append(hashes, ch)
 		fl.publish(sg, buf, offs, hashes)
 		e.stats.fillBytes.Add(uint64(size))
 		if fl.key.Start+k+1 == sg.end {

@@ -133,31 +133,53 @@ func TestCacheSecondReadIsLocal(t *testing.T) {
 	}
 }
 
-// Ranged reads fill the cache with the segments they fetch; a later whole
-// read uses those and fetches the rest.
-func TestCacheRangedReadsThenWhole(t *testing.T) {
+// Ranged reads cannot prove what they fetch, so they leave no chunks in
+// the cache (only the manifest of a xorb they happened to read from its
+// first chunk to its last); a whole read proves and caches everything, and
+// ranged reads then come from the cache, checked against the manifests.
+func TestCacheRangedReadsCacheOnlyProvenChunks(t *testing.T) {
 	e := cacheEnv(t, memCache(t, 1<<30))
 	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
 	data := mixed(22, 12<<20)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
-	for _, r := range [][2]int64{{1 << 20, 1000}, {6 << 20, 2 << 20}, {11 << 20, -1}} {
-		got, _ := readAll(t, e.eng, "", m, r[0], r[1])
-		end := int64(len(data))
-		if r[1] >= 0 {
-			end = r[0] + r[1]
+	ranges := [][2]int64{{1 << 20, 1000}, {6 << 20, 2 << 20}, {11 << 20, -1}}
+	read := func() {
+		t.Helper()
+		for _, r := range ranges {
+			got, _ := readAll(t, e.eng, "", m, r[0], r[1])
+			end := int64(len(data))
+			if r[1] >= 0 {
+				end = r[0] + r[1]
+			}
+			if !bytes.Equal(got, data[r[0]:end]) {
+				t.Fatalf("range %v differs", r)
+			}
 		}
-		if !bytes.Equal(got, data[r[0]:end]) {
-			t.Fatalf("range %v differs", r)
-		}
+		flush(t, e.eng)
 	}
-	flush(t, e.eng)
+	read()
+	st := e.eng.CacheStats()
+	if st.Puts != 0 || st.StagedBytes != 0 || st.ServedUnverified == 0 {
+		t.Fatalf("ranged reads without proofs: stats %+v, want no puts, nothing staged, unverified bytes counted", st)
+	}
 	got, src := readAll(t, e.eng, "", m, 0, -1)
 	if !bytes.Equal(got, data) {
 		t.Fatal("whole read differs")
 	}
-	if src.Cache == 0 || src.Upstream == 0 {
-		t.Fatalf("whole read after ranges: sources %+v, want some of each", src)
+	flush(t, e.eng)
+	if src.Upstream != int64(len(data)) {
+		t.Fatalf("whole read after ranges: sources %+v, want all from upstream", src)
+	}
+	unverified := e.eng.CacheStats().ServedUnverified
+	e.fh.ResetStats()
+	read()
+	st = e.eng.CacheStats()
+	if n := xorbBytes(e.fh); n != 0 {
+		t.Fatalf("ranged reads after a whole read fetched %d xorb bytes", n)
+	}
+	if st.ServedUnverified != unverified || st.XorbProofs == 0 {
+		t.Fatalf("ranged reads from proven xorbs: stats %+v, want no new unverified bytes (had %d)", st, unverified)
 	}
 }
 
@@ -419,20 +441,15 @@ func TestCacheCorruptDiskEntryIsRefetched(t *testing.T) {
 	}
 }
 
-// An entry that passes the store's own checks but holds other bytes (a
-// forged or buggy writer) fails the whole-file hash, is purged, and the
-// next read fetches the truth.
-func TestCacheForgedEntryIsPurged(t *testing.T) {
-	mc := memCache(t, 1<<30)
-	e := cacheEnv(t, mc)
-	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
-	data := mixed(29, 6<<20)
-	e.add(t, "org/m", "f.bin", data)
-	m := e.stat(t, "", repoM, "f.bin")
-	readAll(t, e.eng, "", m, 0, -1)
-	flush(t, e.eng)
+// hideManifests is a store that keeps no manifests: with it an engine can
+// prove a cached xorb only through a whole-file hash.
+type hideManifests struct{ cache.Store }
 
-	// Forge the entry of the segment holding chunk 70 of the first xorb.
+// forge replaces the cached first segment of the first xorb of m by one
+// with a byte flipped and consistent hashes, as a writer with access to
+// the store could; it returns the key.
+func forge(t *testing.T, e *testEnv, mc cache.Store, m *hub.FileMeta) cache.Key {
+	t.Helper()
 	r, err := e.eng.cas.Reconstruct(context.Background(), e.eng.auth("", m), *m.XetHash, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -457,21 +474,87 @@ func TestCacheForgedEntryIsPurged(t *testing.T) {
 	if err := mc.Put(context.Background(), forged); err != nil {
 		t.Fatal(err)
 	}
+	return forged.Key()
+}
 
-	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
+// An entry that passes the store's own checks but holds other bytes (a
+// forged or buggy writer, consistent hashes included) is caught against
+// the xorb's manifest before a byte of it is served, purged, and fetched
+// again from upstream within the same read: whole or ranged.
+func TestCacheForgedEntryIsCaughtByTheManifest(t *testing.T) {
+	for _, whole := range []bool{true, false} {
+		t.Run(fmt.Sprintf("whole=%v", whole), func(t *testing.T) {
+			mc := memCache(t, 1<<30)
+			e := cacheEnv(t, mc)
+			e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+			data := mixed(29, 6<<20)
+			e.add(t, "org/m", "f.bin", data)
+			m := e.stat(t, "", repoM, "f.bin")
+			readAll(t, e.eng, "", m, 0, -1)
+			flush(t, e.eng)
+			k := forge(t, e, mc, m)
+			var off, n int64 = 0, -1
+			if !whole {
+				n = 4 << 20 // over the forged byte, short of the end
+			}
+			got, _ := readAll(t, e.eng, "", m, off, n)
+			if !bytes.Equal(got, data[:len(got)]) || (whole && len(got) != len(data)) {
+				t.Fatal("bytes differ")
+			}
+			st := e.eng.CacheStats()
+			if st.ProofFailures != 1 || st.Fallbacks == 0 {
+				t.Fatalf("stats %+v, want one proof failure and a fetch from upstream", st)
+			}
+			ent, err := mc.Get(context.Background(), k.Xorb, k.Start, k.End)
+			if err == nil && ent.Verify() == nil && bytes.Equal(ent.Data, data[:len(ent.Data)]) {
+				return // the purge happened and a later write put the truth back
+			}
+			if !errors.Is(err, cache.ErrNotFound) {
+				t.Fatalf("forged entry still cached: %v", err)
+			}
+		})
+	}
+}
+
+// Without a manifest, a forged entry is caught by the whole-file hash: the
+// read fails before its last byte, the entry is purged, and the next read
+// fetches the truth.
+func TestCacheForgedEntryIsCaughtByTheFileHash(t *testing.T) {
+	mc := memCache(t, 1<<30)
+	e := cacheEnv(t, hideManifests{mc})
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := mixed(29, 6<<20)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	readAll(t, e.eng, "", m, 0, -1)
+	flush(t, e.eng)
+	k := forge(t, e, mc, m)
+	// A fresh engine: no manifest in memory either.
+	eng2, err := New(Config{Hub: e.hc, CAS: e.eng.cas, BlockSize: 64 << 20, Cache: hideManifests{mc}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = io.ReadAll(rc)
+	defer eng2.Close(context.Background())
+	rc, err := eng2.Open(context.Background(), "", m, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
 	rc.Close()
 	var ie *IntegrityError
 	if !errors.As(err, &ie) {
 		t.Fatalf("whole read over a forged entry: %v, want an integrity error", err)
 	}
-	if _, err := mc.Get(context.Background(), x, seg.Start, seg.End); !errors.Is(err, cache.ErrNotFound) {
+	if len(got) >= len(data) {
+		t.Fatalf("the failed read gave %d of %d bytes: its tail was not held back", len(got), len(data))
+	}
+	if _, err := mc.Get(context.Background(), k.Xorb, k.Start, k.End); !errors.Is(err, cache.ErrNotFound) {
 		t.Fatalf("forged entry still cached: %v", err)
 	}
-	got, _ := readAll(t, e.eng, "", m, 0, -1)
+	if st := eng2.CacheStats(); st.FileMismatches != 1 {
+		t.Fatalf("stats %+v, want one file mismatch", st)
+	}
+	got, _ = readAll(t, eng2, "", m, 0, -1)
 	if !bytes.Equal(got, data) {
 		t.Fatal("bytes differ after the purge")
 	}

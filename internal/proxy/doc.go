@@ -36,7 +36,10 @@
 //	        whole-file read: the Builder takes every chunk whose end is written
 //	        free the chunk after its last piece
 //	    at the end of a block: wait for its fetches (all terms checked)
-//	    at the end: length check, then the Xet file hash, then io.EOF
+//	    whole-file read, before the last chunk's bytes: wait for the last
+//	        block's fetches and check the Xet file hash; only then hand
+//	        them out (a wrong file never ends cleanly)
+//	    at the end: length check, then io.EOF
 //
 // # Memory
 //
@@ -75,10 +78,11 @@
 //	    fetch the range, decode and hash every chunk into the segment
 //	        under construction, publish each chunk to the streams reading
 //	        the fill, check the terms of the starting stream's plan
-//	    complete segment -> putter (at most 2 queued): join it with the
-//	        cached parts of a segment the range only partly covers, Put,
-//	        then let go of it; streams that had not reached it read it
-//	        from the cache
+//	    complete segment -> putter (at most 2 queued): proven (the
+//	        manifest checked it) -> join it with the cached parts of a
+//	        segment the range only partly covers, Put; not proven yet ->
+//	        Staging.Put (see Proofs); then let go of it; streams that had
+//	        not reached it read it from the cache (or staging)
 //	    memory: FillBuffer, taken per segment (its largest possible size)
 //	        before decoding it and given back after its Put: a fill waits
 //	        only for other fills' Puts, never for a reader
@@ -90,17 +94,36 @@
 // stream reading from a fill or an entry uses the chunks in place and
 // charges its budgets for them as for chunks it decoded itself.
 //
-// What is stored: decoded chunks, with their chunk hashes computed from
-// the decoded bytes, as soon as a segment has decoded, whatever kind of
-// read started the fill. Nothing is stored for a chunk that failed to
-// decode, and a fill whose range then fails a check (a term of the wrong
-// length, chunks missing or in excess) Deletes what it stored. Waiting for
-// a whole-file hash before storing would hold the whole file in memory;
-// instead a whole-file read checks the file hash from the stored chunk
-// hashes (the stores verify data against checksums or hashes on every
-// read) and, if it fails, Deletes every range it read, so the next attempt
-// fetches from upstream. Ranged reads have no end-to-end check in the Xet
-// protocol, with or without a cache.
+// # Proofs (proof.go)
+//
+// Only proven chunks reach the cache. A proof is either a xorb manifest —
+// the (hash, size) of every chunk of a xorb, learnt from any fetch of
+// chunks [0, n) that hashes to the xorb's name, kept in memory and in the
+// cache (cache.ManifestStore), self-certifying wherever it is read from —
+// or a whole-file read whose file hash checks.
+//
+//	fetch [a, b) of X:
+//	    manifest of X known  -> every chunk checked against it, whatever its
+//	                            source (upstream, a fill, any store); a fill
+//	                            Puts its segments
+//	    whole-file stream    -> fills without a manifest write to Staging;
+//	                            the stream notes each staged range it used
+//	                            with the hashes it saw
+//	    ranged stream        -> proven cache entries, else its own fetch,
+//	                            no fill (counted as unverified bytes)
+//	fill of [0, n) that hashes to X -> manifest learnt, staged segments
+//	                                   promoted
+//	whole-file stream's hash checks -> its noted ranges promoted, if the
+//	                                   staged copy has the same hashes
+//
+// Stored hashes are never trusted: a stream that can check (a manifest, or
+// its own file hash) hashes the bytes it reads from any store. A cached
+// entry that fails its manifest is purged before any of it is delivered
+// and its range fetched from upstream (errRecheck); a whole-file stream
+// whose file hash fails purges every range it read, cached or staged.
+// Whole-file readers may share a fill before it is proven: each checks its
+// own file hash before its last byte, so shared bytes never end a stream
+// cleanly unless they are right.
 //
 // Access: the cache is looked up only for the xorb ranges of a
 // reconstruction that the CAS gave for this request's own token (after
@@ -125,7 +148,7 @@
 // with a clean io.EOF unless every byte was delivered and, for a whole
 // file, verified.
 //
-// Ranged reads check every term's decoded length but cannot check content
-// hashes (the reconstruction API gives none): a corrupted byte of a chunk
-// stored uncompressed is only caught on a whole-file read.
+// Ranged reads check every term's decoded length; their content is checked
+// only when a manifest of the xorb is known (the reconstruction API gives
+// no chunk hashes). CacheStats.ServedUnverified counts the rest.
 package proxy

@@ -24,6 +24,7 @@ const (
 	DefaultMaxBuffer    = 1 << 30
 	DefaultFillBuffer   = 256 << 20
 	DefaultFillTimeout  = 30 * time.Minute
+	DefaultStaging      = 256 << 20
 )
 
 // Config configures an Engine. Zero fields take the defaults.
@@ -50,6 +51,12 @@ type Config struct {
 	// are filled into it by detached, single-flighted fills. Close closes
 	// it when it has a Close method.
 	Cache cache.Store
+	// Staging holds the chunks a whole-file read fetched without a proof
+	// (no manifest of their xorb) until its file hash checks; they are
+	// then promoted to Cache. It must be private to this process and be
+	// emptied at start (a disk directory wiped by the caller). nil: a
+	// memory store of DefaultStaging bytes. See proof.go.
+	Staging cache.Store
 	// FillBuffer bounds the decoded bytes all cache fills hold in memory
 	// between decoding and their Put (default 256 MiB).
 	FillBuffer int64
@@ -90,6 +97,9 @@ type Engine struct {
 	log       *slog.Logger
 
 	cache       cache.Store // nil: no cache
+	staging     cache.Store // nil: unproven chunks are not kept
+	manifests   *manifestTable
+	bg          bgTracker // promotions in flight
 	fills       *fillTable
 	fillBudget  *budget
 	fillTimeout time.Duration
@@ -138,8 +148,17 @@ func New(cfg Config) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	e.manifests = newManifestTable()
 	if cfg.Cache != nil {
 		e.cache = cfg.Cache
+		e.staging = cfg.Staging
+		if e.staging == nil {
+			m, err := cache.NewMemory(DefaultStaging)
+			if err != nil {
+				return nil, err
+			}
+			e.staging = m
+		}
 		e.fills = newFillTable()
 		fb := cfg.FillBuffer
 		if fb == 0 {

@@ -351,6 +351,53 @@ func TestCorruptedXorbBytes(t *testing.T) {
 	}
 }
 
+// The hardest case of a corrupted download: a flipped byte in the last
+// chunk of the file, stored uncompressed, so it decodes fine and has the
+// right length. Only the file hash can tell; the stream must fail before
+// handing out its last bytes, and a range over the same chunk must not
+// read it from a cache either once upstream is healthy again.
+func TestCorruptedLastChunkNeverCompletes(t *testing.T) {
+	f := newFixture(t, fakehub.Config{Compression: "none"})
+	r, err := f.eng.cas.Reconstruct(context.Background(), f.eng.auth("", f.meta), *f.meta.XetHash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := r.Terms[len(r.Terms)-1]
+	var end int64 = -1
+	for _, xf := range r.Xorbs[last.Hash] {
+		for _, rg := range xf.Ranges {
+			if rg.Chunks.End == last.Range.End {
+				end = int64(rg.Bytes.End)
+			}
+		}
+	}
+	if end < 0 {
+		t.Fatal("no fetch range ends with the last term")
+	}
+	f.fh.CorruptXorb(last.Hash, end-3, 1) // a payload byte of the file's last chunk
+	got, err := f.read(context.Background(), "", f.meta, 0, -1)
+	var ie *IntegrityError
+	if !errors.As(err, &ie) {
+		t.Fatalf("whole file with a corrupt last chunk: %d bytes, err %v", len(got), err)
+	}
+	if len(got) >= len(f.data) {
+		t.Fatalf("the stream gave all %d bytes before failing", len(got))
+	}
+	if !bytes.Equal(got, f.data[:len(got)]) {
+		t.Fatal("the bytes given before the failure are not the file's")
+	}
+	if used, _ := f.eng.budget.stats(); used != 0 {
+		t.Fatalf("%d budget bytes held after a failed stream", used)
+	}
+	// Healthy again: whole and ranged reads are exact (nothing bad cached).
+	f.fh.ClearFaults()
+	if f.eng.cache != nil {
+		flush(t, f.eng)
+	}
+	f.check(t, 0, -1)
+	f.check(t, int64(len(f.data))-1000, -1)
+}
+
 func TestExpiredTokens(t *testing.T) {
 	f := newFixture(t, fakehub.Config{})
 	// Tokens that expire quickly are refreshed ahead of time.
@@ -441,10 +488,13 @@ func TestPlainFiles(t *testing.T) {
 	}
 	bad := *m
 	bad.ETag = "0000000000000000000000000000000000000000"
-	_, err = e.read(context.Background(), "", &bad, 0, -1)
+	got, err = e.read(context.Background(), "", &bad, 0, -1)
 	var ie *IntegrityError
 	if !errors.As(err, &ie) {
 		t.Fatalf("wrong etag: %v", err)
+	}
+	if len(got) > len(data)-plainTail {
+		t.Fatalf("a file failing its hash gave %d of %d bytes: its tail was not held back", len(got), len(data))
 	}
 }
 

@@ -46,8 +46,13 @@ func etagHasher(etag string, size int64) (hash.Hash, string, string) {
 	return nil, "", ""
 }
 
-// plainReader passes the Hub's bytes through, classifies errors, and
-// replaces the final io.EOF by an error if the hash does not match.
+// plainTail is how many bytes a whole-file read of a plain file holds
+// back until its hash checks: a wrong file then never ends cleanly.
+const plainTail = 32 << 10
+
+// plainReader passes the Hub's bytes through and classifies errors. For a
+// whole file (h set) it hashes them and keeps the last plainTail bytes
+// back until the end, where the hash must match for them to go out.
 type plainReader struct {
 	rc   io.ReadCloser
 	file string
@@ -55,26 +60,61 @@ type plainReader struct {
 	what string
 	want string
 	err  error
+
+	tail     []byte // held back: tail[:n], cap 2*plainTail
+	n        int
+	verified bool
 }
 
 func (p *plainReader) Read(b []byte) (int, error) {
-	if p.err != nil {
-		return 0, p.err
-	}
-	n, err := p.rc.Read(b)
-	if p.h != nil {
-		p.h.Write(b[:n])
-	}
-	switch {
-	case err == io.EOF && p.h != nil:
-		if got := hex.EncodeToString(p.h.Sum(nil)); got != p.want {
-			err = &IntegrityError{File: p.file, Err: &MismatchError{What: p.what, Want: p.want, Got: got}}
+	if p.h == nil {
+		if p.err != nil {
+			return 0, p.err
 		}
-	case err != nil && err != io.EOF:
-		err = upstream("download", p.file, err)
+		n, err := p.rc.Read(b)
+		if err != nil && err != io.EOF {
+			err = upstream("download", p.file, err)
+		}
+		p.err = err
+		return n, err
 	}
-	p.err = err
-	return n, err
+	if p.tail == nil {
+		p.tail = make([]byte, 2*plainTail)
+	}
+	for {
+		if p.verified {
+			if p.n == 0 {
+				return 0, io.EOF
+			}
+			k := copy(b, p.tail[:p.n])
+			p.n = copy(p.tail, p.tail[k:p.n])
+			return k, nil
+		}
+		if p.err != nil {
+			return 0, p.err
+		}
+		if p.n > plainTail {
+			// Hand out what is beyond the held-back tail.
+			k := copy(b, p.tail[:p.n-plainTail])
+			p.n = copy(p.tail, p.tail[k:p.n])
+			return k, nil
+		}
+		m, err := p.rc.Read(p.tail[p.n:])
+		p.h.Write(p.tail[p.n : p.n+m])
+		p.n += m
+		switch {
+		case err == io.EOF:
+			if got := hex.EncodeToString(p.h.Sum(nil)); got != p.want {
+				p.err = &IntegrityError{File: p.file, Err: &MismatchError{What: p.what, Want: p.want, Got: got}}
+				p.n = 0
+			} else {
+				p.verified = true
+			}
+		case err != nil:
+			p.err = upstream("download", p.file, err)
+			p.n = 0
+		}
+	}
 }
 
 func (p *plainReader) Close() error { return p.rc.Close() }

@@ -72,16 +72,19 @@ type stream struct {
 	pendSlot *slot  // slot to free once pending is consumed
 	pendF    *fetch
 	pendSrc  source // where pending came from
+	pendOK   bool   // pending is proven (a manifest, or the whole-file check)
 	written  uint64
 	builder  merklehash.Builder
+	verified bool  // the file hash checked (verifyTail)
 	rerr     error // sticky reader error (io.EOF at the end)
 	closed   sync.Once
 
 	// Cache bookkeeping.
-	memoKey string                   // prefix of this stream's reconstruction memo keys
-	sources [numSources]atomic.Int64 // output bytes by where their chunk came from
-	usedMu  sync.Mutex
-	used    []cache.Key // fetch ranges read through the cache, for a purge
+	memoKey  string                   // prefix of this stream's reconstruction memo keys
+	sources  [numSources]atomic.Int64 // output bytes by where their chunk came from
+	usedMu   sync.Mutex
+	used     []cache.Key // fetch ranges read through the cache, for a purge
+	unproven []unproven  // chunks used before any proof (proof.go)
 }
 
 // block is one reconstruction query and its plan.
@@ -120,6 +123,7 @@ type slot struct {
 	lastUse int // last piece writing from it, -1 for none
 	hash    merklehash.Hash
 	src     source
+	proven  bool // checked against its xorb's manifest
 }
 
 func (e *Engine) openXet(ctx context.Context, token string, meta *hub.FileMeta, offset, length uint64, whole bool) (io.ReadCloser, error) {
@@ -331,6 +335,11 @@ func (s *stream) downloadUpstream(f *fetch, tr *reconstruction.Tracker, from uin
 		return err
 	}
 	defer body.Close()
+	// With the xorb's manifest every chunk is checked, ranged reads
+	// included; a fetch of chunks [0, n) may prove the xorb and teach it.
+	m := s.e.manifest(s.ctx, fe.Xorb)
+	learn := m == nil && fe.Chunks.Start == 0 && from == 0
+	var leaves []merklehash.Leaf
 	cs := &chunkStream{r: body}
 	defer cs.release()
 	var scratch *[]byte // decodes the chunks no piece writes from
@@ -400,13 +409,25 @@ func (s *stream) downloadUpstream(f *fetch, tr *reconstruction.Tracker, from uin
 			}
 			return err
 		}
-		if last >= 0 && s.verify {
-			sl.hash = merklehash.ChunkHash(*buf)
+		if (last >= 0 && s.verify) || m != nil || learn {
+			h := merklehash.ChunkHash(*buf)
+			if m != nil && !m.Check(fe.Chunks.Start+uint32(k), h, uint32(size)) {
+				s.free(sl)
+				s.e.stats.proofFailures.Add(1)
+				return where(fmt.Errorf("chunk %d does not match the xorb's manifest", fe.Chunks.Start+uint32(k)))
+			}
+			if learn {
+				leaves = append(leaves, merklehash.Leaf{Hash: h, Size: uint64(size)})
+			}
+			sl.hash, sl.proven = h, m != nil
 		}
 		f.publish(k)
 	}
 	if err := tr.Finish(); err != nil {
 		return &IntegrityError{File: s.fileName(), Err: err}
+	}
+	if learn {
+		s.e.learnManifest(s.ctx, fe.Xorb, leaves)
 	}
 	return nil
 }
@@ -571,6 +592,9 @@ func (s *stream) consume(n int) {
 	s.written += uint64(n)
 	s.sources[s.pendSrc].Add(int64(n))
 	s.e.stats.served[s.pendSrc].Add(int64(n))
+	if !s.pendOK {
+		s.e.stats.unverified.Add(int64(n))
+	}
 	if len(s.pending) == 0 && s.pendSlot != nil {
 		s.free(s.pendSlot)
 		s.pendSlot = nil
@@ -644,8 +668,19 @@ func (s *stream) step() error {
 			if sl.data == nil {
 				return fmt.Errorf("proxy: chunk %d of fetch %d was not kept", k, f.i)
 			}
+			if s.verify && s.written+uint64(hi-lo) == s.end-s.start {
+				// The last bytes of a whole file: held back until the file
+				// hash checks, so that a wrong file never ends cleanly.
+				if err := s.verifyTail(); err != nil {
+					if last {
+						s.free(sl)
+					}
+					return err
+				}
+			}
 			s.pending = sl.data[lo:hi]
 			s.pendSrc = sl.src
+			s.pendOK = s.verify || sl.proven
 			if last {
 				s.pendSlot = sl
 			}
@@ -712,8 +747,37 @@ func (s *stream) finishBlock(b *block) error {
 	return nil
 }
 
-// finish runs after the last block: checks the length and, for a whole
-// file, the Xet file hash.
+// verifyTail runs when the reader is about to hand out the last bytes of
+// a whole file: every chunk hash is in the builder by then. It waits for
+// the last block's fetches (so every term is checked) and checks the Xet
+// file hash; only then may the tail go out.
+func (s *stream) verifyTail() error {
+	for _, f := range s.cur.fetches {
+		f.want.Store(math.MaxInt64)
+		s.pokeBudgets()
+		select {
+		case <-f.done:
+		case <-s.ctx.Done():
+			return s.failure()
+		}
+		if f.err != nil {
+			return f.err
+		}
+	}
+	if got := s.builder.FileHash(); got != s.file {
+		// Whatever the cache gave this stream may be what is wrong:
+		// purge it, so that the next attempt fetches from upstream.
+		s.e.stats.fileMismatches.Add(1)
+		s.e.purge(s.ctx, s.usedKeys())
+		return &IntegrityError{File: s.fileName(), Err: &MismatchError{What: "xet file hash", Want: s.file.String(), Got: got.String()}}
+	}
+	s.verified = true
+	s.e.proved(s)
+	return nil
+}
+
+// finish runs after the last block: checks the length and that a whole
+// file was verified (verifyTail) before its tail went out.
 func (s *stream) finish() error {
 	if s.ctx.Err() != nil {
 		return s.failure()
@@ -721,16 +785,8 @@ func (s *stream) finish() error {
 	if want := s.end - s.start; s.written != want {
 		return fmt.Errorf("proxy: stream ended after %d of %d bytes", s.written, want)
 	}
-	if s.verify {
-		if got := s.builder.FileHash(); got != s.file {
-			// Whatever the cache gave this stream may be what is wrong:
-			// purge it, so that the next attempt fetches from upstream.
-			s.usedMu.Lock()
-			used := s.used
-			s.usedMu.Unlock()
-			s.e.purge(s.ctx, used)
-			return &IntegrityError{File: s.fileName(), Err: &MismatchError{What: "xet file hash", Want: s.file.String(), Got: got.String()}}
-		}
+	if s.verify && !s.verified {
+		return fmt.Errorf("proxy: whole-file stream of %s ended unverified", s.file)
 	}
 	return io.EOF
 }

@@ -164,12 +164,24 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		s.fail(w, r, d, err)
 		return
 	}
-	defer body.Close()
+	defer func() { body.Close() }()
 
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	n, rerr := readSome(body, buf)
+	var ie *proxy.IntegrityError
+	if n == 0 && errors.As(rerr, &ie) {
+		// Nothing has gone out yet: the bad copy (a cache entry, a
+		// transfer) is purged by now, so one more try may fetch the truth.
+		s.log.Warn("integrity check failed before the first byte; trying once more", "err", rerr)
+		body.Close()
+		if body, err = s.engine.Open(d.ctx, token, meta, sp.start, sp.length); err != nil {
+			s.fail(w, r, d, err)
+			return
+		}
+		n, rerr = readSome(body, buf)
+	}
 	if n == 0 {
 		if rerr == nil || rerr == io.EOF {
 			rerr = io.ErrUnexpectedEOF

@@ -50,6 +50,15 @@ func NewEngine(cfg Config, transport http.RoundTripper, log *slog.Logger) (*prox
 	if err != nil {
 		return nil, err
 	}
+	var staging cache.Store
+	if store != nil {
+		if staging, err = NewStaging(cfg, log); err != nil {
+			if c, ok := store.(interface{ Close() error }); ok {
+				c.Close()
+			}
+			return nil, err
+		}
+	}
 	log.Info("cache", "tiers", desc, "auth_cache_ttl", cfg.AuthTTL.String())
 	eng, err := proxy.New(proxy.Config{
 		Hub:          hc,
@@ -58,6 +67,7 @@ func NewEngine(cfg Config, transport http.RoundTripper, log *slog.Logger) (*prox
 		MaxBuffer:    cfg.MaxBuffer,
 		Logger:       log,
 		Cache:        store,
+		Staging:      staging,
 		FillBuffer:   max(64<<20, cfg.MaxBuffer/4),
 		AuthTTL:      cfg.AuthTTL,
 	})

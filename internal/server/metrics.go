@@ -320,6 +320,11 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_cache_fills_in_flight":       "Cache fills running now.",
 		"xetproxy_cache_fill_buffer_bytes":     "Decoded bytes cache fills hold in memory now.",
 		"xetproxy_download_source_bytes_total": "Xet file bytes sent to clients, by where their chunks came from (cache, shared = another request's fill, upstream).",
+		"xetproxy_proofs_total":                "Proofs of content: xorb = a fetch of a whole xorb hashed to its name (its manifest is kept), file = a whole-file read whose Xet file hash checked.",
+		"xetproxy_integrity_failures_total":    "Content that failed its proof: file_hash = a whole-file read, manifest = a chunk (fetched or cached) against its xorb's manifest.",
+		"xetproxy_cache_staged_bytes_total":    "Decoded bytes put in the staging store to await a proof.",
+		"xetproxy_cache_promoted_bytes_total":  "Staged bytes moved to the cache once proven.",
+		"xetproxy_unverified_bytes_total":      "Bytes sent to ranged reads whose chunks no proof covered (no manifest of their xorb): lengths checked, content not.",
 	} {
 		var labels []string
 		switch name {
@@ -327,6 +332,10 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 			labels = []string{"result"}
 		case "xetproxy_download_source_bytes_total":
 			labels = []string{"source"}
+		case "xetproxy_proofs_total":
+			labels = []string{"kind"}
+		case "xetproxy_integrity_failures_total":
+			labels = []string{"check"}
 		}
 		c.descs[name] = prometheus.NewDesc(name, help, labels, nil)
 	}
@@ -382,4 +391,11 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("xetproxy_download_source_bytes_total", float64(st.ServedCache), "cache")
 	counter("xetproxy_download_source_bytes_total", float64(st.ServedShared), "shared")
 	counter("xetproxy_download_source_bytes_total", float64(st.ServedUpstream), "upstream")
+	counter("xetproxy_proofs_total", float64(st.XorbProofs), "xorb")
+	counter("xetproxy_proofs_total", float64(st.FileProofs), "file")
+	counter("xetproxy_integrity_failures_total", float64(st.FileMismatches), "file_hash")
+	counter("xetproxy_integrity_failures_total", float64(st.ProofFailures), "manifest")
+	counter("xetproxy_cache_staged_bytes_total", float64(st.StagedBytes))
+	counter("xetproxy_cache_promoted_bytes_total", float64(st.PromotedBytes))
+	counter("xetproxy_unverified_bytes_total", float64(st.ServedUnverified))
 }

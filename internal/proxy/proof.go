@@ -1,0 +1,264 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/cache"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+)
+
+// Proofs (see the package doc, "Proofs"). Content is proven by one of:
+//
+//   - a manifest: the (hash, size) list of every chunk of a xorb, whose
+//     Merkle root is the xorb hash. It is learnt from any fetch that
+//     covers chunks [0, n) of a xorb and hashes to its name, kept in
+//     memory and, when the cache can, in the cache; with it every chunk
+//     of the xorb is checked on its own, wherever it comes from;
+//   - a whole-file read whose Xet file hash checks: it proves the chunks
+//     it used, which wait in the staging store until then.
+//
+// The cache's main store only ever receives proven chunks.
+
+// manifestTableBytes bounds the manifests kept in memory (about 36 bytes a
+// chunk: 64 MiB covers some 100 GB of xorbs).
+const manifestTableBytes = 64 << 20
+
+// manifestMissTTL is how long a manifest lookup that missed in the store
+// is not asked again.
+const manifestMissTTL = 30 * time.Second
+
+// commitTimeout bounds the promotion of a verified file's staged chunks.
+const commitTimeout = 10 * time.Minute
+
+// manifestTable keeps the manifests the engine learnt or read, and
+// remembers recent misses so that a store is not asked for each fetch.
+type manifestTable struct {
+	mu     sync.Mutex
+	m      map[merklehash.Hash]*cache.Manifest
+	bytes  int64
+	misses map[merklehash.Hash]time.Time
+}
+
+func newManifestTable() *manifestTable {
+	return &manifestTable{m: make(map[merklehash.Hash]*cache.Manifest), misses: make(map[merklehash.Hash]time.Time)}
+}
+
+func (t *manifestTable) get(x merklehash.Hash) (*cache.Manifest, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if m := t.m[x]; m != nil {
+		return m, true
+	}
+	exp, missed := t.misses[x]
+	if missed && time.Now().After(exp) {
+		delete(t.misses, x)
+		missed = false
+	}
+	return nil, missed
+}
+
+func (t *manifestTable) put(m *cache.Manifest) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m[m.Xorb] != nil {
+		return
+	}
+	size := int64(len(m.Hashes)) * 36
+	if t.bytes+size > manifestTableBytes {
+		// Forgetting costs only a store lookup or a re-learn.
+		clear(t.m)
+		t.bytes = 0
+	}
+	t.m[m.Xorb] = m
+	t.bytes += size
+	delete(t.misses, m.Xorb)
+}
+
+func (t *manifestTable) miss(x merklehash.Hash) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.misses) > 65536 {
+		clear(t.misses)
+	}
+	t.misses[x] = time.Now().Add(manifestMissTTL)
+}
+
+// manifest returns the proven manifest of xorb x, nil when none is known.
+func (e *Engine) manifest(ctx context.Context, x merklehash.Hash) *cache.Manifest {
+	m, missed := e.manifests.get(x)
+	if m != nil || missed {
+		return m
+	}
+	ms, ok := e.cache.(cache.ManifestStore)
+	if !ok {
+		return nil
+	}
+	m, err := ms.GetManifest(ctx, x)
+	if err == nil && m.Xorb == x && m.Verify() == nil {
+		e.manifests.put(m)
+		return m
+	}
+	if err != nil && !errors.Is(err, cache.ErrNotFound) && ctx.Err() == nil {
+		e.warn("cache: manifest lookup failed", "xorb", x.String(), "err", err)
+	}
+	if ctx.Err() == nil {
+		e.manifests.miss(x)
+	}
+	return nil
+}
+
+// learnManifest records the manifest of a xorb whose chunks [0, n) were
+// all seen: if they hash to the xorb's name, they are all of it, proven.
+// It reports whether they did.
+func (e *Engine) learnManifest(ctx context.Context, x merklehash.Hash, leaves []merklehash.Leaf) *cache.Manifest {
+	if len(leaves) == 0 || merklehash.XorbHash(leaves) != x {
+		return nil
+	}
+	m := &cache.Manifest{Xorb: x, Hashes: make([]merklehash.Hash, len(leaves)), Sizes: make([]uint32, len(leaves))}
+	for i, l := range leaves {
+		m.Hashes[i], m.Sizes[i] = l.Hash, uint32(l.Size)
+	}
+	e.stats.xorbProofs.Add(1)
+	e.manifests.put(m)
+	if ms, ok := e.cache.(cache.ManifestStore); ok {
+		if err := ms.PutManifest(ctx, m); err != nil && ctx.Err() == nil {
+			e.warn("cache: manifest write failed", "xorb", x.String(), "err", err)
+		}
+	}
+	return m
+}
+
+// unproven is a chunk range a whole-file stream used before any proof:
+// from a fill that had none, or from the staging store. Once the stream's
+// file hash checks, the staged copy is promoted if it still holds exactly
+// these chunks.
+type unproven struct {
+	key    cache.Key
+	hashes []merklehash.Hash
+}
+
+// noteUnproven records that s used chunks [lo, lo+len(hashes)) of x
+// without a proof. The range lies inside one segment, so inside one
+// staged entry.
+func (s *stream) noteUnproven(x merklehash.Hash, lo uint32, hashes []merklehash.Hash) {
+	if len(hashes) == 0 {
+		return
+	}
+	s.usedMu.Lock()
+	defer s.usedMu.Unlock()
+	s.unproven = append(s.unproven, unproven{
+		key:    cache.Key{Xorb: x, Start: lo, End: lo + uint32(len(hashes))},
+		hashes: slices.Clone(hashes),
+	})
+}
+
+// usedKeys returns the fetch ranges s read through the cache.
+func (s *stream) usedKeys() []cache.Key {
+	s.usedMu.Lock()
+	defer s.usedMu.Unlock()
+	return slices.Clone(s.used)
+}
+
+// proved runs when s, a whole-file stream, checked its file hash: the
+// chunks it used without a proof are proven now, and are promoted from the
+// staging store to the cache in the background.
+func (e *Engine) proved(s *stream) {
+	e.stats.fileProofs.Add(1)
+	s.usedMu.Lock()
+	recs := s.unproven
+	s.unproven = nil
+	s.usedMu.Unlock()
+	if e.staging == nil || len(recs) == 0 {
+		return
+	}
+	if !e.bg.start() {
+		return
+	}
+	go func() {
+		defer e.bg.end()
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), commitTimeout)
+		defer cancel()
+		e.promoteAll(ctx, recs)
+	}()
+}
+
+// promoteAll moves staged chunks to the cache: each range whose staged
+// copy still holds exactly the proven hashes (a later, different fill of
+// the same range may have replaced it; that one stays staged). The staged
+// copies are dropped once all are promoted: fills of neighbouring ranges
+// can overlap by a chunk, and deleting one range deletes what overlaps it.
+func (e *Engine) promoteAll(ctx context.Context, recs []unproven) {
+	var done []cache.Key
+	for _, r := range recs {
+		ent, err := e.staging.Get(ctx, r.key.Xorb, r.key.Start, r.key.End)
+		if err != nil || ent.Validate() != nil || !slices.Equal(ent.Hashes, r.hashes) {
+			continue
+		}
+		e.putSegment(ctx, ent)
+		e.stats.promoted.Add(uint64(len(ent.Data)))
+		done = append(done, r.key)
+	}
+	for _, k := range done {
+		if err := e.staging.Delete(ctx, k.Xorb, k.Start, k.End); err != nil && ctx.Err() == nil {
+			e.warn("cache: staging delete failed", "key", k.String(), "err", err)
+		}
+	}
+}
+
+// bgTracker counts background work (fills, promotions) so that Flush and
+// Close can wait for it.
+type bgTracker struct {
+	mu     sync.Mutex
+	n      int
+	idle   []chan struct{}
+	closed bool
+}
+
+func (t *bgTracker) start() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *bgTracker) end() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		for _, ch := range t.idle {
+			close(ch)
+		}
+		t.idle = nil
+	}
+}
+
+func (t *bgTracker) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+}
+
+func (t *bgTracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	t.idle = append(t.idle, ch)
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
