@@ -12,7 +12,6 @@ import (
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
-	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
 // The cache path of a fetch (see the package doc, "Cache"):
@@ -703,10 +702,9 @@ type fill struct {
 	// m, when the xorb's manifest was known at the start, checks every
 	// chunk as it decodes: the segments are proven and go to the cache.
 	// Without it they go to the staging store; a fill of chunks [0, n)
-	// then proves them itself if they hash to the xorb (leaves), else
-	// whole-file streams that used them do (proof.go).
+	// then proves them itself if they hash to the xorb, else whole-file
+	// streams that used them do (proof.go).
 	m      *cache.Manifest
-	leaves []merklehash.Leaf
 	staged []unproven // segments written to the staging store (putter)
 
 	doneSeq uint64 // set by fillTable.remove when it completed
@@ -823,7 +821,7 @@ func (fl *fill) run() {
 	puts := make(chan *fillSeg, fillPutQueue)
 	putDone := make(chan struct{})
 	go fl.putter(ctx, puts, putDone)
-	err := fl.download(ctx, puts)
+	learnt, err := fl.download(ctx, puts)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
 			err = &UpstreamError{Op: "cache fill", Timeout: true, Err: err}
@@ -836,13 +834,11 @@ func (fl *fill) run() {
 	close(puts)
 	<-putDone
 	if err == nil {
-		if fl.m == nil && fl.key.Start == 0 {
-			// Chunks [0, n): all of the xorb if they hash to its name.
-			if m := e.learnManifest(ctx, fl.key.Xorb, fl.leaves); m != nil {
-				e.promoteAll(ctx, fl.staged)
-			}
+		if learnt != nil {
+			// Chunks [0, n) that hash to the xorb: all of it, proven.
+			e.promoteAll(ctx, fl.staged)
 		}
-		fl.leaves, fl.staged = nil, nil
+		fl.staged = nil
 		fl.stop(nil)
 		e.fills.remove(fl, true)
 		return
@@ -1037,126 +1033,103 @@ var (
 	whole = func(limit int64) int64 { return limit }
 )
 
-// download fetches the fill's range, decodes and hashes every chunk into
-// its segment, checks the terms of the owner's plan, and hands each
-// complete segment to the putter.
-func (fl *fill) download(ctx context.Context, puts chan<- *fillSeg) error {
-	e := fl.e
-	body, err := e.cas.FetchRange(ctx, fl.fetch.currentURL(), fl.fetch.blk.plan.Fetches[fl.fetch.i].Bytes,
-		func(ctx context.Context) (string, error) { return fl.owner.refreshURL(ctx, fl.fetch) })
-	if err != nil {
-		return err
-	}
-	defer body.Close()
-	cs := &chunkStream{r: body}
-	defer cs.release()
-	where := func(err error) error {
-		return &IntegrityError{File: fl.owner.fileName(), Err: fmt.Errorf("xorb range %s: %w", fl.key, err)}
-	}
-	var (
-		si     = -1
-		sg     *fillSeg
-		buf    []byte
-		offs   []uint32
-		hashes []merklehash.Hash
-		held   int64 // fill budget held for sg while it is being decoded
-	)
+// download fetches the fill's range through decodeRange, decoding and
+// hashing every chunk into its segment, checks the terms of the owner's
+// plan, and hands each complete segment to the putter. It returns the
+// manifest the range taught, if any.
+func (fl *fill) download(ctx context.Context, puts chan<- *fillSeg) (*cache.Manifest, error) {
+	fe := &fl.fetch.blk.plan.Fetches[fl.fetch.i]
+	sink := &fillSink{fl: fl, ctx: ctx, puts: puts, si: -1}
 	defer func() {
-		if held > 0 {
-			e.fillBudget.release(held)
+		if sink.held > 0 {
+			fl.e.fillBudget.release(sink.held)
 		}
 	}()
-	n := fl.key.Len()
-	var k uint32
-	for ; ; k++ {
-		h, err := cs.header()
-		if err == io.EOF {
-			break
-		}
-		var fmtErr *xorb.FormatError
-		switch {
-		case err == io.ErrUnexpectedEOF:
-			return where(errTruncatedChunk)
-		case errors.As(err, &fmtErr):
-			return where(err)
-		case err != nil:
-			return err
-		}
-		if k >= n {
-			return where(fmt.Errorf("more than the %d chunks of the range", n))
-		}
-		size := h.UncompressedLen
-		if size == 0 {
-			return where(errors.New("empty chunk"))
-		}
-		if _, err := fl.tr.Add(size); err != nil {
-			return &IntegrityError{File: fl.owner.fileName(), Err: err}
-		}
-		if sg == nil {
-			si++
-			sg = fl.segs[si]
-			cnt := int(sg.end - sg.start)
-			held = int64(cnt) * maxChunk // the most a segment can decode to
-			if err := e.fillBudget.acquire(ctx, held, never, whole); err != nil {
-				held = 0
-				return err
-			}
-			buf = make([]byte, 0, cnt*xorbTargetChunk)
-			offs = make([]uint32, 1, cnt+1)
-			hashes = make([]merklehash.Hash, 0, cnt)
-		}
-		need := len(buf) + int(size)
-		if need > cap(buf) {
-			grown := make([]byte, len(buf), min(max(need, cap(buf)+cap(buf)/2), int(held)))
-			copy(grown, buf)
-			buf = grown
-		}
-		chunk := buf[len(buf):need]
-		if err := cs.body(h, chunk); err != nil {
-			if err == io.ErrUnexpectedEOF {
-				return where(errTruncatedChunk)
-			}
-			if errors.As(err, &fmtErr) {
-				return where(err)
-			}
-			return err
-		}
-		buf = buf[:need]
-		ch := merklehash.ChunkHash(chunk)
-		if fl.m != nil && !fl.m.Check(fl.key.Start+k, ch, size) {
-			e.stats.proofFailures.Add(1)
-			return where(fmt.Errorf("chunk %d does not match the xorb's manifest", fl.key.Start+k))
-		}
-		if fl.m == nil && fl.key.Start == 0 {
-			fl.leaves = append(fl.leaves, merklehash.Leaf{Hash: ch, Size: uint64(size)})
-		}
-		offs = append(offs, uint32(need))
-		hashes = append(hashes, ch)
-		fl.publish(sg, buf, offs, hashes)
-		e.stats.fillBytes.Add(uint64(size))
-		if fl.key.Start+k+1 == sg.end {
-			if c := int64(cap(buf)); c < held {
-				e.fillBudget.release(held - c)
-				held = c
-			}
-			sg.held, held = held, 0
-			select {
-			case puts <- sg:
-			case <-ctx.Done():
-				e.fillBudget.release(sg.held)
-				return ctx.Err()
-			}
-			sg = nil
-		}
+	rr := rangeRead{
+		fe: fe, url: fl.fetch.currentURL(), file: fl.owner.fileName(), m: fl.m,
+		refresh: func(ctx context.Context) (string, error) { return fl.owner.refreshURL(ctx, fl.fetch) },
 	}
-	if k != n {
-		return where(fmt.Errorf("%d of the %d chunks of the range: %w", k, n, io.ErrUnexpectedEOF))
+	learnt, err := fl.e.decodeRange(ctx, rr, sink)
+	if err != nil {
+		return nil, err
 	}
 	if err := fl.tr.Finish(); err != nil {
-		return &IntegrityError{File: fl.owner.fileName(), Err: err}
+		return nil, &IntegrityError{File: fl.owner.fileName(), Err: err}
 	}
-	return nil
+	return learnt, nil
 }
+
+// fillSink decodes a fill's chunks into its segments, one after the
+// other: the fill budget is taken per segment (its largest possible size)
+// before its first chunk decodes, and the complete segment goes to the
+// putter, which gives it back.
+type fillSink struct {
+	fl   *fill
+	ctx  context.Context
+	puts chan<- *fillSeg
+
+	si     int // index of sg in fl.segs
+	sg     *fillSeg
+	buf    []byte
+	offs   []uint32
+	hashes []merklehash.Hash
+	held   int64 // fill budget held for sg while it is being decoded
+	need   int   // end of the chunk being decoded in buf
+}
+
+func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
+	fl, e := k.fl, k.fl.e
+	if _, err := fl.tr.Add(size); err != nil {
+		return nil, false, &IntegrityError{File: fl.owner.fileName(), Err: err}
+	}
+	if k.sg == nil {
+		k.si++
+		k.sg = fl.segs[k.si]
+		cnt := int(k.sg.end - k.sg.start)
+		held := int64(cnt) * maxChunk // the most a segment can decode to
+		if err := e.fillBudget.acquire(k.ctx, held, never, whole); err != nil {
+			return nil, false, err
+		}
+		k.held = held
+		k.buf = make([]byte, 0, cnt*xorbTargetChunk)
+		k.offs = make([]uint32, 1, cnt+1)
+		k.hashes = make([]merklehash.Hash, 0, cnt)
+	}
+	k.need = len(k.buf) + int(size)
+	if k.need > cap(k.buf) {
+		grown := make([]byte, len(k.buf), min(max(k.need, cap(k.buf)+cap(k.buf)/2), int(k.held)))
+		copy(grown, k.buf)
+		k.buf = grown
+	}
+	return k.buf[len(k.buf):k.need], true, nil
+}
+
+func (k *fillSink) done(i uint32, _ []byte, h merklehash.Hash) error {
+	fl, e, sg := k.fl, k.fl.e, k.sg
+	k.buf = k.buf[:k.need]
+	k.offs = append(k.offs, uint32(k.need))
+	k.hashes = append(k.hashes, h)
+	fl.publish(sg, k.buf, k.offs, k.hashes)
+	e.stats.fillBytes.Add(uint64(k.offs[len(k.offs)-1] - k.offs[len(k.offs)-2]))
+	if fl.key.Start+i+1 < sg.end {
+		return nil
+	}
+	if c := int64(cap(k.buf)); c < k.held {
+		e.fillBudget.release(k.held - c)
+		k.held = c
+	}
+	sg.held, k.held = k.held, 0
+	k.sg = nil
+	select {
+	case k.puts <- sg:
+		return nil
+	case <-k.ctx.Done():
+		e.fillBudget.release(sg.held)
+		return k.ctx.Err()
+	}
+}
+
+func (k *fillSink) abandon(uint32) {} // the chunk never joined the segment
 
 // xorbTargetChunk is the average chunk size xet chunking aims at; a
 // segment's buffer starts at that times its chunk count and grows when

@@ -16,7 +16,6 @@ import (
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
-	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
 // stream reads one byte range of one Xet file. Three kinds of goroutine
@@ -328,109 +327,60 @@ func (s *stream) download(f *fetch) error {
 // chunks before from.
 func (s *stream) downloadUpstream(f *fetch, tr *reconstruction.Tracker, from uint32) error {
 	fe := &f.blk.plan.Fetches[f.i]
-	body, err := s.e.cas.FetchRange(s.ctx, f.currentURL(), fe.Bytes, func(ctx context.Context) (string, error) {
-		return s.refreshURL(ctx, f)
-	})
-	if err != nil {
-		return err
-	}
-	defer body.Close()
 	// With the xorb's manifest every chunk is checked, ranged reads
 	// included; a fetch of chunks [0, n) may prove the xorb and teach it.
 	m := s.e.manifest(s.ctx, fe.Xorb)
-	learn := m == nil && fe.Chunks.Start == 0 && from == 0
-	var leaves []merklehash.Leaf
-	cs := &chunkStream{r: body}
-	defer cs.release()
-	var scratch *[]byte // decodes the chunks no piece writes from
-	defer func() {
-		if scratch != nil {
-			putBuf(scratch)
-		}
-	}()
-	where := func(err error) error {
-		return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("xorb %s bytes %d-%d: %w", fe.Xorb, fe.Bytes.Start, fe.Bytes.End, err)}
+	rr := rangeRead{
+		fe: fe, url: f.currentURL(), file: s.fileName(), from: from, m: m,
+		refresh: func(ctx context.Context) (string, error) { return s.refreshURL(ctx, f) },
 	}
-	for k := 0; ; k++ {
-		h, err := cs.header()
-		if err == io.EOF {
-			break
-		}
-		var fmtErr *xorb.FormatError
-		switch {
-		case err == io.ErrUnexpectedEOF:
-			return where(errTruncatedChunk)
-		case errors.As(err, &fmtErr):
-			return where(err)
-		case err != nil:
-			return err
-		}
-		size := int(h.UncompressedLen)
-		if size == 0 {
-			return where(errors.New("empty chunk"))
-		}
-		if uint32(k) < from {
-			if err := cs.skip(h); err != nil {
-				if err == io.ErrUnexpectedEOF {
-					return where(errTruncatedChunk)
-				}
-				return err
-			}
-			continue
-		}
-		last, err := tr.Add(h.UncompressedLen)
-		if err != nil {
-			return &IntegrityError{File: s.fileName(), Err: err}
-		}
-		sl := &f.slots[k]
-		sl.size, sl.lastUse, sl.src = h.UncompressedLen, last, srcUpstream
-		var buf *[]byte
-		if last >= 0 {
-			cost := bufCost(size)
-			if err := s.acquire(f, k, cost); err != nil {
-				return err
-			}
-			buf = getBuf(size)
-			sl.pooled, sl.data, sl.cost = buf, *buf, cost
-		} else {
-			if scratch == nil {
-				scratch = getBuf(maxChunk)
-			}
-			*scratch = (*scratch)[:size]
-			buf = scratch
-		}
-		if err := cs.body(h, *buf); err != nil {
-			s.free(sl) // not delivered: nobody else will
-			if err == io.ErrUnexpectedEOF {
-				return where(errTruncatedChunk)
-			}
-			if errors.As(err, &fmtErr) {
-				return where(err)
-			}
-			return err
-		}
-		if (last >= 0 && s.verify) || m != nil || learn {
-			h := merklehash.ChunkHash(*buf)
-			if m != nil && !m.Check(fe.Chunks.Start+uint32(k), h, uint32(size)) {
-				s.free(sl)
-				s.e.stats.proofFailures.Add(1)
-				return where(fmt.Errorf("chunk %d does not match the xorb's manifest", fe.Chunks.Start+uint32(k)))
-			}
-			if learn {
-				leaves = append(leaves, merklehash.Leaf{Hash: h, Size: uint64(size)})
-			}
-			sl.hash, sl.proven = h, m != nil
-		}
-		f.publish(k)
+	if _, err := s.e.decodeRange(s.ctx, rr, &fetchSink{s: s, f: f, tr: tr, proven: m != nil}); err != nil {
+		return err
 	}
 	if err := tr.Finish(); err != nil {
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
-	if learn {
-		s.e.learnManifest(s.ctx, fe.Xorb, leaves)
-	}
 	return nil
 }
+
+// fetchSink puts the chunks of a stream's own fetch into its slots: the
+// chunks some piece writes from in pooled buffers under the byte budget,
+// the others nowhere (decodeRange decodes them into scratch).
+type fetchSink struct {
+	s      *stream
+	f      *fetch
+	tr     *reconstruction.Tracker
+	proven bool // a manifest checks every chunk
+}
+
+func (k *fetchSink) next(i uint32, size uint32) ([]byte, bool, error) {
+	s, f := k.s, k.f
+	last, err := k.tr.Add(size)
+	if err != nil {
+		return nil, false, &IntegrityError{File: s.fileName(), Err: err}
+	}
+	sl := &f.slots[i]
+	sl.size, sl.lastUse, sl.src = size, last, srcUpstream
+	if last < 0 {
+		return nil, false, nil
+	}
+	cost := bufCost(int(size))
+	if err := s.acquire(f, int(i), cost); err != nil {
+		return nil, false, err
+	}
+	buf := getBuf(int(size))
+	sl.pooled, sl.data, sl.cost = buf, *buf, cost
+	return *buf, s.verify, nil
+}
+
+func (k *fetchSink) done(i uint32, _ []byte, h merklehash.Hash) error {
+	sl := &k.f.slots[i]
+	sl.hash, sl.proven = h, k.proven
+	k.f.publish(int(i))
+	return nil
+}
+
+func (k *fetchSink) abandon(i uint32) { k.s.free(&k.f.slots[i]) } // not delivered: nobody else will
 
 // publish makes chunk k of f visible to the reader.
 func (f *fetch) publish(k int) {
