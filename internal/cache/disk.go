@@ -20,7 +20,7 @@ import (
 const (
 	// diskLayout is the sub-directory of the cache directory that holds
 	// entries in the current layout and format.
-	diskLayout = "chunks-v1"
+	diskLayout = "chunks-v2"
 	tempPrefix = ".tmp-"
 	// staleTemp is the age after which a leftover temporary file (from a
 	// crashed writer, perhaps in another process) is removed at startup.
@@ -33,10 +33,15 @@ const (
 	getAttempts = 3
 )
 
+// oldLayouts are entry directories of earlier releases. Their entries are
+// never read (a chunks-v1 entry may hold chunks that were never proven);
+// NewDisk removes them in the background.
+var oldLayouts = []string{"chunks-v1"}
+
 // DiskConfig configures a Disk store.
 type DiskConfig struct {
 	// Dir is the cache directory; it is created (mode 0700) if missing.
-	// Entries live under Dir/chunks-v1.
+	// Entries live under Dir/chunks-v2.
 	Dir string
 	// MaxBytes bounds the total size of the entry files.
 	MaxBytes int64
@@ -89,7 +94,10 @@ var (
 
 // NewDisk opens (creating if needed) a disk store and rebuilds its index by
 // scanning the directory. Entries beyond MaxBytes are evicted, oldest
-// modification time first, and stale temporary files are removed.
+// modification time first, and stale temporary files are removed. The entry
+// directories of earlier releases (chunks-v1), if any, are removed by a
+// background goroutine, so that a large old cache does not hold up startup;
+// they are not counted against MaxBytes.
 func NewDisk(cfg DiskConfig) (*Disk, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -109,7 +117,33 @@ func NewDisk(cfg DiskConfig) (*Disk, error) {
 	if err := d.scan(); err != nil {
 		return nil, err
 	}
+	d.removeOldLayouts()
 	return d, nil
+}
+
+// removeOldLayouts starts removing the directories of oldLayouts that exist.
+// Nothing reads them, so removal may take its time (or be cut short by the
+// process exiting: the next NewDisk goes on with it).
+func (d *Disk) removeOldLayouts() {
+	var old []string
+	for _, name := range oldLayouts {
+		p := filepath.Join(d.cfg.Dir, name)
+		if _, err := os.Lstat(p); err == nil {
+			old = append(old, p)
+		}
+	}
+	if len(old) == 0 {
+		return
+	}
+	go func() {
+		for _, p := range old {
+			if err := os.RemoveAll(p); err != nil {
+				d.log.Warn("cache: removing an old cache layout", "dir", p, "err", err)
+				continue
+			}
+			d.log.Info("cache: removed an old cache layout", "dir", p)
+		}
+	}()
 }
 
 // entryName is the file name of k: "<xorb hash>.<start>-<end>".

@@ -27,7 +27,7 @@
 //
 // # Key scheme
 //
-// Disk: <dir>/chunks-v1/<first two characters of the xorb hash>/<xorb
+// Disk: <dir>/chunks-v2/<first two characters of the xorb hash>/<xorb
 // hash>.<start>-<end>. Object store: <prefix><xorb hash>/<start>-<end>.
 // Hashes are in the Xet text form (merklehash.Hash.String). Both hold the
 // same stored form: a header with the key, chunk offsets, chunk hashes, a
