@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -406,5 +407,41 @@ func TestTieredManifests(t *testing.T) {
 	}
 	if st := twoLocal.Stats(); st.Manifests != 1 {
 		t.Errorf("local tier holds %d manifests, want 1", st.Manifests)
+	}
+}
+
+// After Close a Tiered store refuses manifests as it refuses entries, and
+// still serves them.
+func TestTieredManifestAfterClose(t *testing.T) {
+	ts := newTiered(t, newMemory(t, 1<<20), newS3Store(t, newFakeS3(t).config("")), cache.TieredConfig{})
+	m, _ := cachetest.MakeManifest(15, 100<<10)
+	if err := ts.PutManifest(bg, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := ts.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2, _ := cachetest.MakeManifest(16, 100<<10)
+	if err := ts.PutManifest(bg, m2); !errors.Is(err, cache.ErrClosed) {
+		t.Errorf("PutManifest after Close = %v, want ErrClosed", err)
+	}
+	if _, err := ts.GetManifest(bg, m.Xorb); err != nil {
+		t.Errorf("GetManifest after Close: %v", err)
+	}
+}
+
+// Verify costs one Merkle tree over the chunk leaves; every store pays it
+// on each PutManifest and each read from disk or a bucket.
+func BenchmarkManifestVerify(b *testing.B) {
+	for _, n := range []int{64, 1024, cache.MaxEntryChunks} {
+		m := cachetest.MakeLargeManifest(1, n)
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			b.SetBytes(int64(36 * n))
+			for b.Loop() {
+				if err := m.Verify(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
