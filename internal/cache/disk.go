@@ -20,8 +20,10 @@ import (
 const (
 	// diskLayout is the sub-directory of the cache directory that holds
 	// entries in the current layout and format.
-	diskLayout = "chunks-v1"
-	tempPrefix = ".tmp-"
+	diskLayout = "chunks-v2"
+	// manifestLayout is the sub-directory that holds manifests.
+	manifestLayout = "manifests-v1"
+	tempPrefix     = ".tmp-"
 	// staleTemp is the age after which a leftover temporary file (from a
 	// crashed writer, perhaps in another process) is removed at startup.
 	staleTemp = time.Hour
@@ -33,12 +35,17 @@ const (
 	getAttempts = 3
 )
 
+// oldLayouts are entry directories of earlier releases. Their entries are
+// never read (a chunks-v1 entry may hold chunks that were never proven);
+// NewDisk removes them in the background.
+var oldLayouts = []string{"chunks-v1"}
+
 // DiskConfig configures a Disk store.
 type DiskConfig struct {
 	// Dir is the cache directory; it is created (mode 0700) if missing.
-	// Entries live under Dir/chunks-v1.
+	// Entries live under Dir/chunks-v2, manifests under Dir/manifests-v1.
 	Dir string
-	// MaxBytes bounds the total size of the entry files.
+	// MaxBytes bounds the total size of the entry and manifest files.
 	MaxBytes int64
 	// Sync makes every write fsync the entry file before renaming it into
 	// place. Without it a crash can leave a renamed but incomplete file,
@@ -67,10 +74,17 @@ func (c DiskConfig) Validate() error {
 // Several processes may share a directory: files appear by atomic rename and
 // a file that vanishes is a miss. Each process bounds only what it knows of,
 // so together they may hold more than one MaxBytes.
+//
+// Disk is also a ManifestStore: one file per xorb holds its manifest in the
+// stored form of Manifest.MarshalBinary. Manifest files count against
+// MaxBytes and are evicted with the entries, least recently used first.
+// GetManifest reads the file whether or not the index knows it, so a
+// manifest another process wrote is found at once.
 type Disk struct {
-	cfg  DiskConfig
-	root string
-	log  *slog.Logger
+	cfg   DiskConfig
+	root  string // entries
+	mroot string // manifests
+	log   *slog.Logger
 
 	mu  sync.Mutex
 	idx *index[diskItem]
@@ -84,21 +98,26 @@ type diskItem struct {
 
 var (
 	_ Store         = (*Disk)(nil)
+	_ ManifestStore = (*Disk)(nil)
 	_ StatsReporter = (*Disk)(nil)
 )
 
 // NewDisk opens (creating if needed) a disk store and rebuilds its index by
 // scanning the directory. Entries beyond MaxBytes are evicted, oldest
-// modification time first, and stale temporary files are removed.
+// modification time first, and stale temporary files are removed. The entry
+// directories of earlier releases (chunks-v1), if any, are removed by a
+// background goroutine, so that a large old cache does not hold up startup;
+// they are not counted against MaxBytes.
 func NewDisk(cfg DiskConfig) (*Disk, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	d := &Disk{
-		cfg:  cfg,
-		root: filepath.Join(cfg.Dir, diskLayout),
-		log:  cfg.Logger,
-		idx:  newIndex[diskItem](),
+		cfg:   cfg,
+		root:  filepath.Join(cfg.Dir, diskLayout),
+		mroot: filepath.Join(cfg.Dir, manifestLayout),
+		log:   cfg.Logger,
+		idx:   newIndex[diskItem](),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
@@ -109,7 +128,33 @@ func NewDisk(cfg DiskConfig) (*Disk, error) {
 	if err := d.scan(); err != nil {
 		return nil, err
 	}
+	d.removeOldLayouts()
 	return d, nil
+}
+
+// removeOldLayouts starts removing the directories of oldLayouts that exist.
+// Nothing reads them, so removal may take its time (or be cut short by the
+// process exiting: the next NewDisk goes on with it).
+func (d *Disk) removeOldLayouts() {
+	var old []string
+	for _, name := range oldLayouts {
+		p := filepath.Join(d.cfg.Dir, name)
+		if _, err := os.Lstat(p); err == nil {
+			old = append(old, p)
+		}
+	}
+	if len(old) == 0 {
+		return
+	}
+	go func() {
+		for _, p := range old {
+			if err := os.RemoveAll(p); err != nil {
+				d.log.Warn("cache: removing an old cache layout", "dir", p, "err", err)
+				continue
+			}
+			d.log.Info("cache: removed an old cache layout", "dir", p)
+		}
+	}()
 }
 
 // entryName is the file name of k: "<xorb hash>.<start>-<end>".
@@ -152,15 +197,77 @@ func (d *Disk) path(k Key) string {
 	return filepath.Join(d.root, name[:2], name)
 }
 
-// scan rebuilds the index from the directory.
+// manifestPath is where the manifest of xorb lives: a fan-out directory
+// named by the first two characters of the xorb hash string, then the hash.
+func (d *Disk) manifestPath(xorb merklehash.Hash) string {
+	name := xorb.String()
+	return filepath.Join(d.mroot, name[:2], name)
+}
+
+// parseManifestName accepts the canonical file name of a manifest: a xorb
+// hash string.
+func parseManifestName(name string) (merklehash.Hash, bool) {
+	h, err := merklehash.Parse(name)
+	return h, err == nil && h.String() == name
+}
+
+// itemPath is the file of an index item.
+func (d *Disk) itemPath(it *item[diskItem]) string {
+	if it.manifest {
+		return d.manifestPath(it.key.Xorb)
+	}
+	return d.path(it.key)
+}
+
+// scan rebuilds the index from the entry and manifest directories.
 func (d *Disk) scan() error {
 	type found struct {
-		key   Key
-		size  int64
-		mtime time.Time
+		key      Key
+		manifest bool
+		size     int64
+		mtime    time.Time
 	}
 	var all []found
-	dirs, err := os.ReadDir(d.root)
+	err := scanFiles(d.root, func(fan, name string, info fs.FileInfo) {
+		if k, ok := parseEntryName(name); ok && name[:2] == fan {
+			all = append(all, found{k, false, info.Size(), info.ModTime()})
+		}
+	})
+	if err != nil {
+		return err
+	}
+	err = scanFiles(d.mroot, func(fan, name string, info fs.FileInfo) {
+		if h, ok := parseManifestName(name); ok && name[:2] == fan {
+			all = append(all, found{Key{Xorb: h}, true, info.Size(), info.ModTime()})
+		}
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
+	d.mu.Lock()
+	for _, f := range all {
+		if f.manifest {
+			d.idx.addManifest(f.key.Xorb, f.size, diskItem{touched: f.mtime})
+		} else {
+			d.idx.add(f.key, f.size, diskItem{touched: f.mtime})
+		}
+	}
+	evict := d.evictLocked()
+	d.mu.Unlock()
+	d.c.evictions.Add(uint64(len(evict)))
+	d.removeItems(evict)
+	return nil
+}
+
+// scanFiles calls add for every regular file in the two-character fan-out
+// directories under root, except temporary files, which it removes when
+// they are stale. A missing root holds nothing.
+func scanFiles(root string, add func(fan, name string, info fs.FileInfo)) error {
+	dirs, err := os.ReadDir(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
@@ -169,7 +276,7 @@ func (d *Disk) scan() error {
 		if !dir.IsDir() || len(dir.Name()) != 2 {
 			continue
 		}
-		sub := filepath.Join(d.root, dir.Name())
+		sub := filepath.Join(root, dir.Name())
 		files, err := os.ReadDir(sub)
 		if err != nil {
 			return fmt.Errorf("cache: %w", err)
@@ -185,35 +292,40 @@ func (d *Disk) scan() error {
 				}
 				continue
 			}
-			k, ok := parseEntryName(f.Name())
-			if !ok || f.Name()[:2] != dir.Name() {
-				continue
-			}
-			all = append(all, found{k, info.Size(), info.ModTime()})
+			add(dir.Name(), f.Name(), info)
 		}
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
-	var evict []Key
-	d.mu.Lock()
-	for _, f := range all {
-		d.idx.add(f.key, f.size, diskItem{touched: f.mtime})
-	}
+	return nil
+}
+
+// evictLocked drops least recently used items from the index until it is
+// within MaxBytes and returns them; the caller holds d.mu and removes their
+// files (removeItems) once it has released it.
+func (d *Disk) evictLocked() []*item[diskItem] {
+	var out []*item[diskItem]
 	for d.idx.size > d.cfg.MaxBytes {
 		it := d.idx.oldest()
 		d.idx.remove(it)
-		evict = append(evict, it.key)
+		out = append(out, it)
 	}
-	d.mu.Unlock()
-	d.c.evictions.Add(uint64(len(evict)))
-	d.removeFiles(evict)
-	return nil
+	return out
+}
+
+func (d *Disk) removeItems(items []*item[diskItem]) {
+	for _, it := range items {
+		d.removeFile(d.itemPath(it))
+	}
 }
 
 func (d *Disk) removeFiles(keys []Key) {
 	for _, k := range keys {
-		if err := os.Remove(d.path(k)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			d.log.Warn("cache: removing entry", "key", k.String(), "err", err)
-		}
+		d.removeFile(d.path(k))
+	}
+}
+
+func (d *Disk) removeFile(path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		d.log.Warn("cache: removing a cache file", "path", path, "err", err)
 	}
 }
 
@@ -309,12 +421,12 @@ func (d *Disk) Put(ctx context.Context, e *Entry) error {
 	}
 	d.mu.Unlock()
 
-	if err := d.write(k, e); err != nil {
+	if err := d.writeFile(d.path(k), appendHeader(nil, e), e.Data); err != nil {
 		d.c.errors.Add(1)
 		return fmt.Errorf("cache: writing %s: %w", k, err)
 	}
 
-	var drop []Key
+	var drop []*item[diskItem]
 	d.mu.Lock()
 	if it := d.idx.covering(k.Xorb, k.Start, k.End); it != nil {
 		// A concurrent Put won: of the same key (its file and ours are
@@ -329,25 +441,20 @@ func (d *Disk) Put(ctx context.Context, e *Entry) error {
 	}
 	for _, it := range d.idx.covered(k) {
 		d.idx.remove(it) // superseded by the new, wider entry
-		drop = append(drop, it.key)
+		drop = append(drop, it)
 	}
 	d.idx.add(k, size, diskItem{touched: time.Now()})
-	evicted := 0
-	for d.idx.size > d.cfg.MaxBytes {
-		it := d.idx.oldest()
-		d.idx.remove(it)
-		drop = append(drop, it.key)
-		evicted++
-	}
+	evicted := d.evictLocked()
 	d.mu.Unlock()
 	d.c.put(len(e.Data))
-	d.c.evictions.Add(uint64(evicted))
-	d.removeFiles(drop)
+	d.c.evictions.Add(uint64(len(evicted)))
+	d.removeItems(append(drop, evicted...))
 	return nil
 }
 
-func (d *Disk) write(k Key, e *Entry) (err error) {
-	final := d.path(k)
+// writeFile writes the concatenation of parts to final atomically: to a
+// temporary file in final's directory, then renamed into place.
+func (d *Disk) writeFile(final string, parts ...[]byte) (err error) {
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
@@ -362,11 +469,10 @@ func (d *Disk) write(k Key, e *Entry) (err error) {
 			os.Remove(f.Name())
 		}
 	}()
-	if _, err := f.Write(appendHeader(nil, e)); err != nil {
-		return err
-	}
-	if _, err := f.Write(e.Data); err != nil {
-		return err
+	for _, p := range parts {
+		if _, err := f.Write(p); err != nil {
+			return err
+		}
 	}
 	if d.cfg.Sync {
 		if err := f.Sync(); err != nil {
@@ -427,8 +533,124 @@ func (d *Disk) Delete(ctx context.Context, xorb merklehash.Hash, start, end uint
 func (d *Disk) Stats() Stats {
 	s := d.c.snapshot()
 	d.mu.Lock()
-	s.Entries, s.Size = int64(d.idx.len()), d.idx.size
+	s.Entries, s.Manifests, s.Size = int64(d.idx.len()), int64(d.idx.manifestCount()), d.idx.size
 	d.mu.Unlock()
 	s.Capacity = d.cfg.MaxBytes
 	return s
+}
+
+// PutManifest implements ManifestStore. The file is written like an entry
+// (temporary file, then rename) in the stored form, which is parsed and
+// verified before it is written.
+func (d *Disk) PutManifest(ctx context.Context, m *Manifest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if _, err := ParseManifest(m.Xorb, b); err != nil {
+		return err
+	}
+	size := int64(len(b))
+	if size > d.cfg.MaxBytes {
+		return fmt.Errorf("%w: manifest of %s is %d bytes, capacity %d", ErrTooLarge, m.Xorb, size, d.cfg.MaxBytes)
+	}
+	d.mu.Lock()
+	if it := d.idx.manifest(m.Xorb); it != nil {
+		d.idx.touch(it)
+		d.mu.Unlock()
+		return nil
+	}
+	d.mu.Unlock()
+
+	if err := d.writeFile(d.manifestPath(m.Xorb), b); err != nil {
+		d.c.errors.Add(1)
+		return fmt.Errorf("cache: writing the manifest of %s: %w", m.Xorb, err)
+	}
+
+	d.mu.Lock()
+	if it := d.idx.manifest(m.Xorb); it != nil {
+		// A concurrent PutManifest won; its file and ours are equal.
+		d.idx.touch(it)
+		d.mu.Unlock()
+		return nil
+	}
+	d.idx.addManifest(m.Xorb, size, diskItem{touched: time.Now()})
+	evicted := d.evictLocked()
+	d.mu.Unlock()
+	d.c.evictions.Add(uint64(len(evicted)))
+	d.removeItems(evicted)
+	return nil
+}
+
+// GetManifest implements ManifestStore. A file that fails ParseManifest is
+// deleted and reported as a miss.
+func (d *Disk) GetManifest(ctx context.Context, xorb merklehash.Hash) (*Manifest, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	path := d.manifestPath(xorb)
+	m, size, err := readManifestFile(path, xorb)
+	switch {
+	case err == nil:
+		var evicted []*item[diskItem]
+		now := time.Now()
+		refresh := false
+		d.mu.Lock()
+		if it := d.idx.manifest(xorb); it != nil {
+			d.idx.touch(it)
+			if refresh = now.Sub(it.val.touched) > touchEvery; refresh {
+				it.val.touched = now
+			}
+		} else {
+			// Written by another process sharing the directory, or
+			// before a restart and evicted from the index since.
+			d.idx.addManifest(xorb, size, diskItem{touched: now})
+			evicted = d.evictLocked()
+		}
+		d.mu.Unlock()
+		if refresh {
+			_ = os.Chtimes(path, now, now)
+		}
+		d.c.evictions.Add(uint64(len(evicted)))
+		d.removeItems(evicted)
+		return m, nil
+	case errors.Is(err, fs.ErrNotExist):
+		d.forgetManifest(xorb)
+	case errors.Is(err, errCorrupt):
+		d.log.Warn("cache: deleting corrupt manifest", "xorb", xorb.String(), "err", err)
+		d.c.corrupt.Add(1)
+		d.forgetManifest(xorb)
+		d.removeFile(path)
+	default:
+		d.c.errors.Add(1)
+		return nil, fmt.Errorf("cache: reading the manifest of %s: %w", xorb, err)
+	}
+	return nil, fmt.Errorf("%w: manifest of %s", ErrNotFound, xorb)
+}
+
+// readManifestFile reads and parses the manifest file at path; size is the
+// file's size.
+func readManifestFile(path string, xorb merklehash.Hash) (m *Manifest, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	m, _, err = readStoredManifest(f, info.Size(), xorb)
+	return m, info.Size(), err
+}
+
+func (d *Disk) forgetManifest(xorb merklehash.Hash) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if it := d.idx.manifest(xorb); it != nil {
+		d.idx.remove(it)
+	}
 }

@@ -21,7 +21,7 @@ var bg = context.Background()
 // entryPath is the documented location of an entry file (docs/cache.md).
 func entryPath(dir string, k cache.Key) string {
 	name := k.Xorb.String() + "." + itoa(k.Start) + "-" + itoa(k.End)
-	return filepath.Join(dir, "chunks-v1", name[:2], name)
+	return filepath.Join(dir, "chunks-v2", name[:2], name)
 }
 
 func itoa(v uint32) string { return strconv.FormatUint(uint64(v), 10) }
@@ -187,7 +187,7 @@ func TestDiskScanIgnoresForeignFiles(t *testing.T) {
 	freshTmp := write(".tmp-456", time.Now())
 	junk := write("README", old)
 	badRange := write(e.Xorb.String()+".5-3", old)
-	wrongFan := filepath.Join(dir, "chunks-v1", "zz")
+	wrongFan := filepath.Join(dir, "chunks-v2", "zz")
 	if err := os.MkdirAll(wrongFan, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestDiskCorruption(t *testing.T) {
 		{"offset", func(b []byte) []byte { b[60] ^= 1; return b }},
 		{"hash", func(b []byte) []byte { b[100] ^= 1; return b }},
 		{"magic", func(b []byte) []byte { b[0] = 'Y'; return b }},
-		{"version", func(b []byte) []byte { b[7] = 2; return b }},
+		{"version", func(b []byte) []byte { b[7] = 1; return b }},
 		{"truncated data", func(b []byte) []byte { return b[:len(b)-1] }},
 		{"truncated header", func(b []byte) []byte { return b[:hdr-1] }},
 		{"empty", func(b []byte) []byte { return nil }},
@@ -479,4 +479,37 @@ func TestDiskDeleteSharedDirectory(t *testing.T) {
 	}
 	mustMiss(t, a, x, 0, 5) // a's index still lists it: a miss, not an error
 	mustHit(t, a, x, 5, 9, 0)
+}
+
+// A cache directory of an earlier release keeps its entries under
+// chunks-v1: they are never served, and the old directory is removed in the
+// background.
+func TestDiskOldLayoutRemoved(t *testing.T) {
+	dir := t.TempDir()
+	e := cachetest.MakeEntry(cachetest.Xorb(1), 0, 3, 0)
+	mustPut(t, newDisk(t, dir, 1<<30), e)
+	name := filepath.Base(entryPath(dir, e.Key()))
+	old := filepath.Join(dir, "chunks-v1", name[:2], name)
+	if err := os.MkdirAll(filepath.Dir(old), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(entryPath(dir, e.Key()), old); err != nil {
+		t.Fatal(err)
+	}
+
+	s := newDisk(t, dir, 1<<30)
+	mustMiss(t, s, e.Xorb, 0, 3)
+	if st := s.Stats(); st.Entries != 0 || st.Size != 0 {
+		t.Errorf("old layout indexed: %d entries, %d bytes", st.Entries, st.Size)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for exists(filepath.Join(dir, "chunks-v1")) {
+		if time.Now().After(deadline) {
+			t.Fatal("chunks-v1 still there after 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !exists(filepath.Join(dir, "chunks-v2")) {
+		t.Error("no chunks-v2 directory")
+	}
 }

@@ -27,8 +27,11 @@
 //
 // # Key scheme
 //
-// Disk: <dir>/chunks-v1/<first two characters of the xorb hash>/<xorb
+// Disk: <dir>/chunks-v2/<first two characters of the xorb hash>/<xorb
 // hash>.<start>-<end>. Object store: <prefix><xorb hash>/<start>-<end>.
+// Manifests (ManifestStore): <dir>/manifests-v1/<first two characters>/<xorb
+// hash> and <prefix>manifests/<xorb hash>, in the form of
+// Manifest.MarshalBinary, parsed and verified on every read.
 // Hashes are in the Xet text form (merklehash.Hash.String). Both hold the
 // same stored form: a header with the key, chunk offsets, chunk hashes, a
 // CRC-32C per chunk and a CRC-32C over the header, then the data (see

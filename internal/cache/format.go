@@ -15,7 +15,7 @@ import (
 //
 //	offset     size    field
 //	0          7       magic "XPCACHE"
-//	7          1       format version (1)
+//	7          1       format version (2)
 //	8          32      xorb hash, raw bytes
 //	40         4       Start
 //	44         4       End
@@ -31,8 +31,12 @@ import (
 // checksums guard the data, so a reader can fetch the header and only the
 // chunks it needs and still verify everything it returns.
 const (
-	formatMagic    = "XPCACHE"
-	formatVersion  = 1
+	formatMagic = "XPCACHE"
+	// formatVersion is 2 since entries hold only chunks proven against
+	// their xorb (see Manifest). Version 1 entries, from earlier releases,
+	// may hold chunks that were never proven: readers reject every other
+	// version as corrupt, so such an entry is deleted, never served.
+	formatVersion  = 2
 	headerFixed    = 64
 	perChunkHeader = 40
 	// wholeReadBytes: stored entries up to this size are read in one go

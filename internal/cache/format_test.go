@@ -2,8 +2,10 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"strings"
 	"testing"
 
@@ -125,6 +127,24 @@ func TestFormatWrongKeyOrSize(t *testing.T) {
 	}
 	if _, err := readEntry(bytes.NewReader(b), int64(len(b)), e.Key(), 2, 6); !errors.Is(err, ErrInvalidRange) {
 		t.Errorf("range outside the entry: %v", err)
+	}
+}
+
+// An entry of any other format version (1: written by releases that could
+// store unproven chunks) is corrupt even with a consistent header checksum.
+func TestFormatRejectsOtherVersions(t *testing.T) {
+	e := testEntry(6, 0, 3, 100)
+	hl := headerSize(e.End - e.Start)
+	for _, v := range []byte{0, 1, formatVersion + 1, 0xff} {
+		b := encode(e)
+		b[7] = v
+		binary.LittleEndian.PutUint32(b[hl-4:], crc32.Checksum(b[:hl-4], castagnoli))
+		if _, err := readEntry(bytes.NewReader(b), int64(len(b)), e.Key(), 0, 3); !errors.Is(err, errCorrupt) {
+			t.Errorf("version %d: %v, want a corrupt entry", v, err)
+		}
+	}
+	if b := encode(e); b[7] != 2 {
+		t.Errorf("entries are written with version %d, want 2", b[7])
 	}
 }
 

@@ -7,31 +7,57 @@ import (
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 )
 
-// item is one entry known to an index.
+// item is one entry, or one xorb's manifest, known to an index.
 type item[V any] struct {
-	key  Key
+	key  Key // for a manifest, Key{Xorb: xorb}
 	size int64
 	val  V
 	elem *list.Element
+	// manifest marks the manifest of key.Xorb. Manifests share the LRU
+	// list and the size with entries but are not found by range lookups.
+	manifest bool
 }
 
-// index is an LRU list of keys with a per-xorb view for covering lookups.
-// It is not safe for concurrent use; each store guards it with its mutex.
+// index is an LRU list of keys with a per-xorb view for covering lookups,
+// and the manifests of xorbs. It is not safe for concurrent use; each store
+// guards it with its mutex.
 type index[V any] struct {
-	ll     list.List // front = most recently used; values are *item[V]
-	byKey  map[Key]*item[V]
-	byXorb map[merklehash.Hash][]*item[V]
-	size   int64
+	ll        list.List // front = most recently used; values are *item[V]
+	byKey     map[Key]*item[V]
+	byXorb    map[merklehash.Hash][]*item[V]
+	manifests map[merklehash.Hash]*item[V]
+	size      int64 // of entries and manifests
 }
 
 func newIndex[V any]() *index[V] {
 	return &index[V]{
-		byKey:  make(map[Key]*item[V]),
-		byXorb: make(map[merklehash.Hash][]*item[V]),
+		byKey:     make(map[Key]*item[V]),
+		byXorb:    make(map[merklehash.Hash][]*item[V]),
+		manifests: make(map[merklehash.Hash]*item[V]),
 	}
 }
 
+// len is the number of entries, manifests not included.
 func (x *index[V]) len() int { return len(x.byKey) }
+
+// manifestCount is the number of manifests.
+func (x *index[V]) manifestCount() int { return len(x.manifests) }
+
+// items is the number of entries and manifests.
+func (x *index[V]) items() int { return x.ll.Len() }
+
+// manifest returns the manifest item of xorb, or nil.
+func (x *index[V]) manifest(xorb merklehash.Hash) *item[V] { return x.manifests[xorb] }
+
+// addManifest records the manifest of xorb as the most recently used item;
+// it must not be present.
+func (x *index[V]) addManifest(xorb merklehash.Hash, size int64, v V) *item[V] {
+	it := &item[V]{key: Key{Xorb: xorb}, size: size, val: v, manifest: true}
+	it.elem = x.ll.PushFront(it)
+	x.manifests[xorb] = it
+	x.size += size
+	return it
+}
 
 // covering returns the stored item of xorb with the fewest chunks whose range
 // contains [start, end), or nil.
@@ -83,6 +109,15 @@ func (x *index[V]) touch(it *item[V]) { x.ll.MoveToFront(it.elem) }
 // remove forgets it and reports whether it was still present (a caller that
 // looked it up earlier and dropped the lock may find it already gone).
 func (x *index[V]) remove(it *item[V]) bool {
+	if it.manifest {
+		if x.manifests[it.key.Xorb] != it {
+			return false
+		}
+		delete(x.manifests, it.key.Xorb)
+		x.ll.Remove(it.elem)
+		x.size -= it.size
+		return true
+	}
 	if x.byKey[it.key] != it {
 		return false
 	}
@@ -106,7 +141,8 @@ func (x *index[V]) remove(it *item[V]) bool {
 	return true
 }
 
-// oldest returns the least recently used item, or nil when empty.
+// oldest returns the least recently used item (entry or manifest), or nil
+// when empty.
 func (x *index[V]) oldest() *item[V] {
 	if e := x.ll.Back(); e != nil {
 		return e.Value.(*item[V])

@@ -20,6 +20,12 @@ var ErrInvalidManifest = errors.New("cache: invalid manifest")
 // anywhere (disk, a shared bucket) can be trusted once Verify passes, and
 // every chunk of the xorb can then be checked on its own. About 36 bytes a
 // chunk.
+//
+// One exception: the Merkle root of a single leaf is the leaf's hash, size
+// not included, so the size of a one-chunk xorb's only chunk is not proven.
+// Check stays safe (the chunk hash proves the bytes, hence their length; a
+// wrong size only makes Check refuse the real chunk), but code that takes a
+// size from a one-chunk manifest without the chunk's bytes must not trust it.
 type Manifest struct {
 	Xorb   merklehash.Hash
 	Hashes []merklehash.Hash
@@ -29,7 +35,8 @@ type Manifest struct {
 // Len is the number of chunks of the xorb.
 func (m *Manifest) Len() uint32 { return uint32(len(m.Hashes)) }
 
-// Verify checks the manifest's structure and that it proves its xorb.
+// Verify checks the manifest's structure and that it proves its xorb (for
+// one chunk, its hash only: see Manifest).
 func (m *Manifest) Verify() error {
 	n := len(m.Hashes)
 	switch {

@@ -107,6 +107,12 @@ func (c S3Config) Validate() error {
 // listing for ListTTL. Reads fetch only the header and the requested chunks
 // of a large object, and verify checksums and, by default, chunk hashes.
 // The store never evicts: give the bucket a lifecycle rule.
+//
+// S3 is also a ManifestStore: the manifest of a xorb is one object,
+// "<prefix>manifests/<xorb hash>", in the stored form of
+// Manifest.MarshalBinary. GetManifest reads it with one GET and parses
+// (verifies) it; an object that fails is deleted. The index remembers which
+// manifests exist, so that PutManifest writes each at most once.
 type S3 struct {
 	cfg    S3Config
 	client *s3.Client
@@ -122,6 +128,7 @@ type S3 struct {
 
 var (
 	_ Store         = (*S3)(nil)
+	_ ManifestStore = (*S3)(nil)
 	_ StatsReporter = (*S3)(nil)
 )
 
@@ -213,7 +220,13 @@ func (s *S3) remember(k Key, size int64) {
 		return
 	}
 	s.idx.add(k, size, struct{}{})
-	for s.idx.len() > s.cfg.IndexKeys {
+	s.trimLocked()
+}
+
+// trimLocked bounds the index to IndexKeys objects (entries and manifests).
+// The caller holds s.mu.
+func (s *S3) trimLocked() {
+	for s.idx.items() > s.cfg.IndexKeys {
 		s.idx.remove(s.idx.oldest())
 	}
 }
@@ -519,7 +532,118 @@ func (s *S3) Delete(ctx context.Context, xorb merklehash.Hash, start, end uint32
 func (s *S3) Stats() Stats {
 	st := s.c.snapshot()
 	s.mu.Lock()
-	st.Entries, st.Size = int64(s.idx.len()), s.idx.size
+	st.Entries, st.Manifests, st.Size = int64(s.idx.len()), int64(s.idx.manifestCount()), s.idx.size
 	s.mu.Unlock()
 	return st
+}
+
+// manifestKey is the object key of the manifest of xorb. No entry key
+// starts with "manifests/": entry keys start with a xorb hash.
+func (s *S3) manifestKey(xorb merklehash.Hash) string {
+	return s.prefix + "manifests/" + xorb.String()
+}
+
+// rememberManifest records that the manifest object of xorb exists.
+func (s *S3) rememberManifest(xorb merklehash.Hash, size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it := s.idx.manifest(xorb); it != nil {
+		s.idx.touch(it)
+		return
+	}
+	s.idx.addManifest(xorb, size, struct{}{})
+	s.trimLocked()
+}
+
+func (s *S3) forgetManifest(xorb merklehash.Hash) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it := s.idx.manifest(xorb); it != nil {
+		s.idx.remove(it)
+	}
+}
+
+// PutManifest implements ManifestStore: one PutObject of the stored form,
+// which is parsed and verified first, skipped when this process knows the
+// object exists.
+func (s *S3) PutManifest(ctx context.Context, m *Manifest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	if _, err := ParseManifest(m.Xorb, b); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	it := s.idx.manifest(m.Xorb)
+	if it != nil {
+		s.idx.touch(it)
+	}
+	s.mu.Unlock()
+	if it != nil {
+		return nil
+	}
+	key := s.manifestKey(m.Xorb)
+	_, err = s.client.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:        aws.String(s.cfg.Bucket),
+		Key:           aws.String(key),
+		Body:          bytes.NewReader(b),
+		ContentLength: aws.Int64(int64(len(b))),
+		ContentType:   aws.String("application/octet-stream"),
+	})
+	if err != nil {
+		return s.failed(ctx, fmt.Errorf("cache: writing %s: %w", key, err))
+	}
+	s.rememberManifest(m.Xorb, int64(len(b)))
+	return nil
+}
+
+// GetManifest implements ManifestStore: one GET of the manifest object. An
+// object that fails ParseManifest is deleted and reported as a miss.
+func (s *S3) GetManifest(ctx context.Context, xorb merklehash.Hash) (*Manifest, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	key := s.manifestKey(xorb)
+	m, size, err := s.readManifest(ctx, key, xorb)
+	switch {
+	case err == nil:
+		s.rememberManifest(xorb, size)
+		return m, nil
+	case errors.Is(err, ErrNotFound):
+		s.forgetManifest(xorb)
+	case errors.Is(err, errCorrupt):
+		s.log.Warn("cache: deleting corrupt manifest", "key", key, "err", err)
+		s.c.corrupt.Add(1)
+		s.forgetManifest(xorb)
+		if _, derr := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{
+			Bucket: aws.String(s.cfg.Bucket),
+			Key:    aws.String(key),
+		}); derr != nil {
+			s.log.Warn("cache: deleting corrupt manifest", "key", key, "err", derr)
+		}
+	default:
+		return nil, s.failed(ctx, fmt.Errorf("cache: reading %s: %w", key, err))
+	}
+	return nil, fmt.Errorf("%w: manifest of %s", ErrNotFound, xorb)
+}
+
+func (s *S3) readManifest(ctx context.Context, key string, xorb merklehash.Hash) (*Manifest, int64, error) {
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.cfg.Bucket),
+		Key:    aws.String(key),
+	})
+	if err != nil {
+		return nil, 0, mapS3Error(err)
+	}
+	defer out.Body.Close()
+	size := int64(-1)
+	if out.ContentLength != nil {
+		size = *out.ContentLength
+	}
+	m, b, err := readStoredManifest(out.Body, size, xorb)
+	return m, int64(len(b)), err
 }

@@ -23,8 +23,8 @@ func TestS3ObjectLayout(t *testing.T) {
 	if b == nil {
 		t.Fatalf("no object %s; bucket has %v", key, f.keys(t))
 	}
-	if int64(len(b)) != storedSize(e) || string(b[:7]) != "XPCACHE" || b[7] != 1 {
-		t.Errorf("object is %d bytes starting %q, want %d bytes of format 1", len(b), b[:8], storedSize(e))
+	if int64(len(b)) != storedSize(e) || string(b[:7]) != "XPCACHE" || b[7] != 2 {
+		t.Errorf("object is %d bytes starting %q, want %d bytes of format 2", len(b), b[:8], storedSize(e))
 	}
 	// The disk file of the same entry is byte-identical.
 	dir := t.TempDir()

@@ -88,19 +88,21 @@ type StatsReporter interface {
 }
 
 // Stats is a snapshot of a store's counters. Counters only grow; Entries,
-// Size and Capacity are levels.
+// Manifests, Size and Capacity are levels. Hits, Misses and Puts count
+// entries only; the other counters include manifests (ManifestStore).
 type Stats struct {
 	Hits      uint64 // Get calls answered from the store
 	Misses    uint64 // Get calls answered with ErrNotFound
 	HitBytes  uint64 // decoded bytes returned by hits
 	Puts      uint64 // entries written
 	PutBytes  uint64 // decoded bytes written
-	Evictions uint64 // entries dropped to stay within capacity
-	Corrupt   uint64 // stored entries found damaged and deleted
-	Errors    uint64 // Get or Put failures other than misses and invalid input
+	Evictions uint64 // entries and manifests dropped to stay within capacity
+	Corrupt   uint64 // stored entries and manifests found damaged and deleted
+	Errors    uint64 // failures other than misses and invalid input
 	Dropped   uint64 // writes skipped because a queue was full (Tiered)
 	Entries   int64  // entries currently known to the store
-	Size      int64  // bytes currently held (stored form, headers included)
+	Manifests int64  // manifests currently known to the store
+	Size      int64  // bytes currently held (stored form, headers included), manifests included
 	Capacity  int64  // configured bound on Size; 0 when the store has none
 }
 

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -47,10 +48,19 @@ type TieredConfig struct {
 // be dropped (queue full) or lost (process exit before Close). Close drains
 // the queue. Delete deletes from both tiers synchronously and cancels (or
 // undoes) the queued shared writes it overlaps.
+//
+// Tiered is a ManifestStore when its tiers are (a tier that is not one is
+// passed over). PutManifest stores in the local tier, then in the shared
+// tier the way Put does (queued by default, counting against QueueBytes
+// with its stored size, or directly with SyncShared); GetManifest tries the
+// local tier, then the shared tier, copying a shared hit into the local
+// tier. Delete does not touch manifests: a verified manifest cannot be
+// wrong.
 type Tiered struct {
-	local, shared Store
-	cfg           TieredConfig
-	log           *slog.Logger
+	local, shared   Store
+	mlocal, mshared ManifestStore // the tiers as manifest stores, or nil
+	cfg             TieredConfig
+	log             *slog.Logger
 
 	queue chan queuedEntry
 	wg    sync.WaitGroup
@@ -83,9 +93,20 @@ func (t *Tiered) warn(msg string, args ...any) {
 	t.log.Debug(msg, args...)
 }
 
+// queuedEntry is a queued shared write: of an entry or of a manifest.
 type queuedEntry struct {
 	e   *Entry
+	m   *Manifest
 	seq uint64
+}
+
+// size is what q counts against QueueBytes: an entry's decoded bytes, a
+// manifest's stored size.
+func (q queuedEntry) size() int64 {
+	if q.m != nil {
+		return storedManifestSize(len(q.m.Hashes))
+	}
+	return int64(len(q.e.Data))
 }
 
 // inflight is a shared write under way; done closes once it finished,
@@ -104,6 +125,7 @@ type tombstone struct {
 
 var (
 	_ Store         = (*Tiered)(nil)
+	_ ManifestStore = (*Tiered)(nil)
 	_ StatsReporter = (*Tiered)(nil)
 )
 
@@ -126,6 +148,8 @@ func NewTiered(local, shared Store, cfg TieredConfig) (*Tiered, error) {
 		cfg.WriteTimeout = defaultWriteTimeout
 	}
 	t := &Tiered{local: local, shared: shared, cfg: cfg, log: cfg.Logger}
+	t.mlocal, _ = local.(ManifestStore)
+	t.mshared, _ = shared.(ManifestStore)
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)
 	}
@@ -222,17 +246,17 @@ func (t *Tiered) Put(ctx context.Context, e *Entry) error {
 		}
 		return errors.Join(lerr, serr)
 	}
-	t.enqueue(e)
+	t.enqueue(queuedEntry{e: e})
 	if lerr == nil {
 		t.c.put(len(e.Data))
 	}
 	return lerr
 }
 
-// enqueue hands e to the shared-write workers unless the byte budget is
-// spent or the store is closed.
-func (t *Tiered) enqueue(e *Entry) {
-	n := int64(len(e.Data))
+// enqueue hands q (without its sequence number) to the shared-write
+// workers unless the byte budget is spent or the store is closed.
+func (t *Tiered) enqueue(q queuedEntry) {
+	n := q.size()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed || t.queued+n > t.cfg.QueueBytes {
@@ -240,8 +264,9 @@ func (t *Tiered) enqueue(e *Entry) {
 		return
 	}
 	t.seq++
+	q.seq = t.seq
 	select {
-	case t.queue <- queuedEntry{e: e, seq: t.seq}:
+	case t.queue <- q:
 		t.queued += n
 		t.pending++
 	default:
@@ -263,9 +288,13 @@ func (t *Tiered) deletedSince(k Key, seq uint64) bool {
 func (t *Tiered) worker() {
 	defer t.wg.Done()
 	for q := range t.queue {
-		t.write(q)
+		if q.m != nil {
+			t.writeManifest(q.m)
+		} else {
+			t.write(q)
+		}
 		t.mu.Lock()
-		t.queued -= int64(len(q.e.Data))
+		t.queued -= q.size()
 		t.pending--
 		if t.pending == 0 {
 			t.deleted = nil
@@ -317,6 +346,103 @@ func (t *Tiered) write(q queuedEntry) {
 			t.c.errors.Add(1)
 		}
 	}
+}
+
+// writeManifest performs one queued shared manifest write.
+func (t *Tiered) writeManifest(m *Manifest) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
+	defer cancel()
+	if err := t.mshared.PutManifest(ctx, m); err != nil {
+		t.warn("cache: shared tier manifest put failed", "xorb", m.Xorb.String(), "err", err)
+		t.c.errors.Add(1)
+	}
+}
+
+// PutManifest implements ManifestStore. It verifies m, stores it in the
+// local tier and then in the shared tier, queued unless SyncShared. It
+// returns the local tier's error; with SyncShared both tiers' errors joined.
+func (t *Tiered) PutManifest(ctx context.Context, m *Manifest) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := m.Verify(); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	var lerr error
+	if t.mlocal != nil {
+		lerr = t.mlocal.PutManifest(ctx, m)
+		if lerr != nil && ctx.Err() == nil && !errors.Is(lerr, ErrTooLarge) {
+			t.warn("cache: local tier manifest put failed", "xorb", m.Xorb.String(), "err", lerr)
+			t.c.errors.Add(1)
+		}
+	}
+	if t.mshared == nil {
+		return lerr
+	}
+	if t.cfg.SyncShared {
+		serr := t.mshared.PutManifest(ctx, m)
+		if serr != nil && ctx.Err() == nil {
+			t.warn("cache: shared tier manifest put failed", "xorb", m.Xorb.String(), "err", serr)
+			t.c.errors.Add(1)
+		}
+		return errors.Join(lerr, serr)
+	}
+	// The queue holds m until a worker writes it: keep a copy that the
+	// caller cannot change meanwhile.
+	t.enqueue(queuedEntry{m: cloneManifest(m)})
+	return lerr
+}
+
+// GetManifest implements ManifestStore: the local tier, else the shared
+// tier, whose hit is stored in the local tier before it is returned. When
+// both miss the result is ErrNotFound, unless a tier failed, in which case
+// that failure is returned.
+func (t *Tiered) GetManifest(ctx context.Context, xorb merklehash.Hash) (*Manifest, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var failure error
+	if t.mlocal != nil {
+		m, err := t.mlocal.GetManifest(ctx, xorb)
+		switch {
+		case err == nil:
+			return m, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !errors.Is(err, ErrNotFound):
+			t.warn("cache: local tier manifest get failed", "err", err)
+			t.c.errors.Add(1)
+			failure = err
+		}
+	}
+	if t.mshared != nil {
+		m, err := t.mshared.GetManifest(ctx, xorb)
+		switch {
+		case err == nil:
+			if t.mlocal != nil {
+				if perr := t.mlocal.PutManifest(ctx, m); perr != nil && ctx.Err() == nil {
+					t.warn("cache: filling local tier with a manifest failed", "xorb", xorb.String(), "err", perr)
+				}
+			}
+			return m, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case !errors.Is(err, ErrNotFound):
+			t.warn("cache: shared tier manifest get failed", "err", err)
+			t.c.errors.Add(1)
+			failure = err
+		}
+	}
+	if failure != nil {
+		return nil, failure
+	}
+	return nil, fmt.Errorf("%w: manifest of %s", ErrNotFound, xorb)
 }
 
 // Delete implements Store: it deletes from both tiers and cancels the
@@ -401,7 +527,7 @@ func (t *Tiered) Stats() Stats {
 	s := t.c.snapshot()
 	if r, ok := t.local.(StatsReporter); ok {
 		l := r.Stats()
-		s.Entries, s.Size, s.Capacity = l.Entries, l.Size, l.Capacity
+		s.Entries, s.Manifests, s.Size, s.Capacity = l.Entries, l.Manifests, l.Size, l.Capacity
 	}
 	return s
 }

@@ -128,7 +128,7 @@ func BenchmarkEngineCache(b *testing.B) {
 			for b.Loop() {
 				if !warm {
 					b.StopTimer()
-					os.RemoveAll(filepath.Join(dir, "chunks-v1"))
+					os.RemoveAll(filepath.Join(dir, "chunks-v2"))
 					var d cache.Store
 					d, err := cache.NewDisk(cache.DiskConfig{Dir: dir, MaxBytes: 4 << 30})
 					if err != nil {

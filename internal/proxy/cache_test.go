@@ -418,7 +418,7 @@ func TestCacheCorruptDiskEntryIsRefetched(t *testing.T) {
 	m := e.stat(t, "", repoM, "f.bin")
 	readAll(t, e.eng, "", m, 0, -1)
 	flush(t, e.eng)
-	files, _ := filepath.Glob(filepath.Join(dir, "chunks-v1", "*", "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "chunks-v2", "*", "*"))
 	if len(files) < 2 {
 		t.Fatalf("%d entry files", len(files))
 	}

@@ -381,7 +381,7 @@ func TestCacheCorruptDiskEntryServedCorrectly(t *testing.T) {
 	p := startCacheProxy(t, h.url, func(c *server.Config) { c.CacheDir = dir })
 	p.get("/download/org/m/w.bin")
 	p.flush()
-	files, _ := filepath.Glob(filepath.Join(dir, "chunks-v1", "*", "*"))
+	files, _ := filepath.Glob(filepath.Join(dir, "chunks-v2", "*", "*"))
 	if len(files) == 0 {
 		t.Fatal("no cache files")
 	}

@@ -83,7 +83,9 @@ func Equal(got, want *cache.Entry) string {
 
 // Run runs the conformance suite. newStore must return an empty store,
 // independent of every other store it returned, and arrange its cleanup with
-// t.Cleanup.
+// t.Cleanup. When the store is also a cache.ManifestStore the manifest cases
+// run too (they are skipped otherwise), and when it is a ManifestBackdoor
+// so does the case that rewrites stored manifests.
 func Run(t *testing.T, newStore func(t *testing.T) cache.Store) {
 	for _, tc := range []struct {
 		name string
@@ -108,6 +110,16 @@ func Run(t *testing.T, newStore func(t *testing.T) cache.Store) {
 		{"Stats", testStats},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+	}
+	for _, tc := range manifestCases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			ms, ok := s.(cache.ManifestStore)
+			if !ok {
+				t.Skip("not a ManifestStore")
+			}
+			tc.fn(t, s, ms)
+		})
 	}
 }
 
