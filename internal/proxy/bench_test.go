@@ -129,6 +129,7 @@ func BenchmarkEngineCache(b *testing.B) {
 				if !warm {
 					b.StopTimer()
 					os.RemoveAll(filepath.Join(dir, "chunks-v2"))
+					os.RemoveAll(filepath.Join(dir, "manifests-v1"))
 					var d cache.Store
 					d, err := cache.NewDisk(cache.DiskConfig{Dir: dir, MaxBytes: 4 << 30})
 					if err != nil {

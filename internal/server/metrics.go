@@ -303,6 +303,7 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_cache_tier_errors_total":    "Cache tier failures other than misses (I/O, bucket errors).",
 		"xetproxy_cache_tier_dropped_total":   "Writes to the shared tier skipped because its queue was full.",
 		"xetproxy_cache_tier_entries":         "Entries a cache tier holds (s3: the keys this instance knows of).",
+		"xetproxy_cache_tier_manifests":       "Xorb manifests a cache tier holds (s3: the ones this instance knows of).",
 		"xetproxy_cache_tier_size_bytes":      "Bytes a cache tier holds, stored form (s3: of the keys this instance knows of).",
 		"xetproxy_cache_tier_capacity_bytes":  "Configured capacity of a cache tier (0: unbounded, e.g. s3).",
 	} {
@@ -371,6 +372,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter("xetproxy_cache_tier_dropped_total", float64(dropped), t.name)
 		gauge("xetproxy_cache_tier_entries", float64(s.Entries), t.name)
+		gauge("xetproxy_cache_tier_manifests", float64(s.Manifests), t.name)
 		gauge("xetproxy_cache_tier_size_bytes", float64(s.Size), t.name)
 		gauge("xetproxy_cache_tier_capacity_bytes", float64(s.Capacity), t.name)
 	}
