@@ -96,6 +96,7 @@ type Engine struct {
 	budget    *budget // shared by all streams
 	log       *slog.Logger
 
+	source      chunkSource // upstream, or the cache around it
 	cache       cache.Store // nil: no cache
 	staging     cache.Store // nil: unproven chunks are not kept
 	manifests   *manifestTable
@@ -149,8 +150,10 @@ func New(cfg Config) (*Engine, error) {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.manifests = newManifestTable()
+	e.source = upstreamSource{}
 	if cfg.Cache != nil {
 		e.cache = cfg.Cache
+		e.source = cacheSource{next: upstreamSource{}}
 		e.staging = cfg.Staging
 		if e.staging == nil {
 			m, err := cache.NewMemory(DefaultStaging)

@@ -1,0 +1,304 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/xetproxy/xetproxy/internal/cache"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/reconstruction"
+)
+
+// The cache path of a fetch (see the package doc, "Cache"):
+//
+//	cacheSource.fetch(fetch [a, b) of xorb X):
+//	    for each segment [lo, hi) of [a, b)       // absolute 64-chunk grid
+//	        if a fill we joined still holds it: take its chunks as they decode
+//	        else if cache.Get(X, lo, hi) hits: take the entry's chunks
+//	        else if no fill joined yet: join the fill covering [a, b), or start one; retry
+//	        else: fetch the rest ourselves (the fill already let go of it and
+//	              the cache lost it: evicted, or the Put failed)
+//	fill(X, [a, b)):                              // one per range per Engine
+//	    detached context with a timeout; fetch the whole range; decode and
+//	    hash every chunk into the segment under construction, publishing
+//	    each chunk to the streams reading the fill; a complete segment goes
+//	    to the putter, which Puts it and then lets go of it.
+
+// errRecheck: a cached copy failed its proof and was purged; the caller
+// fetches the rest of its range from upstream (once).
+var errRecheck = errors.New("proxy: cached chunks failed their proof")
+
+// cacheSource is the chunk source of an engine with a cache: it wraps the
+// upstream source (next) with lookups, single-flighted fills, segments
+// and proofs, and falls back on next for what it cannot serve.
+type cacheSource struct{ next chunkSource }
+
+// fetch delivers the chunks of f from the cache and from fills.
+// What it may use depends on the proof it can apply (proof.go): with the
+// xorb's manifest every chunk is checked, whatever its source; a
+// whole-file stream checks everything against its file hash, so it may
+// also use chunks that await a proof (fills without one, the staging
+// store); a ranged stream with neither reads only proven cache entries and
+// fetches the rest for itself.
+func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from uint32) error {
+	if from != 0 {
+		return c.next.fetch(s, f, tr, from)
+	}
+	fe := &f.blk.plan.Fetches[f.i]
+	m := s.e.manifest(s.ctx, fe.Xorb)
+	if !s.verify && m == nil {
+		return c.provenOnly(s, f, tr)
+	}
+	if s.verify {
+		s.usedMu.Lock()
+		s.used = append(s.used, cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End})
+		s.usedMu.Unlock()
+	}
+	// Look the range up (its first segment) as soon as it is this fetch's
+	// turn to fill, and start or join the fill on a miss: fills then run
+	// ahead of the reader as downloads do, and not only once the fetch
+	// before has been delivered (see fillTurn).
+	if err := s.waitFillTurn(f); err != nil {
+		return err
+	}
+	var fl *fill
+	since := s.e.fills.mark()
+	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, min(segmentEnd(fe.Chunks.Start), fe.Chunks.End))
+	if first == nil {
+		if err := s.ctx.Err(); err != nil {
+			return err
+		}
+		fl = s.e.fills.join(s, f, since, m)
+	}
+	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
+		hi := min(segmentEnd(lo), fe.Chunks.End)
+		k := lo - fe.Chunks.Start
+		var err error
+	lookup:
+		for {
+			if first != nil {
+				err, first = s.fromEntry(f, tr, first, srcCache, m, false), nil
+				break lookup
+			}
+			// Chunks a fill brought count as that fill's (fetched for this
+			// stream, or shared), even when read back from the cache after
+			// the fill let go of them.
+			src := srcCache
+			if fl != nil {
+				src = srcShared
+				if fl.ownerID == s.id {
+					src = srcUpstream
+				}
+				if sg := fl.segment(lo); sg != nil {
+					err = s.fromFill(f, tr, fl, sg, lo, hi, src, m)
+					break lookup
+				}
+			}
+			// Wait for this fetch's turn at the budget before reading the
+			// entry into memory, as a download waits before decoding.
+			if err = s.acquire(f, int(k), 0); err != nil {
+				return err
+			}
+			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				err = s.fromEntry(f, tr, ent, src, m, false)
+				break lookup
+			}
+			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				err = s.fromEntry(f, tr, ent, src, m, true)
+				break lookup
+			}
+			if err = s.ctx.Err(); err != nil {
+				return err
+			}
+			if fl == nil {
+				if fl = s.e.fills.join(s, f, since, m); fl != nil {
+					continue
+				}
+			}
+			s.e.stats.fallbacks.Add(1)
+			return c.next.fetch(s, f, tr, k)
+		}
+		if errors.Is(err, errRecheck) {
+			s.e.stats.fallbacks.Add(1)
+			return c.next.fetch(s, f, tr, k)
+		}
+		if err != nil {
+			var ie *IntegrityError
+			if errors.As(err, &ie) {
+				s.e.purge(s.ctx, []cache.Key{{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End}})
+			}
+			return err
+		}
+		lo = hi
+	}
+	if err := tr.Finish(); err != nil {
+		return &IntegrityError{File: s.fileName(), Err: err}
+	}
+	return nil
+}
+
+// provenOnly serves a ranged stream that has no proof for f's
+// xorb: it reads proven cache entries (checked for length, not content:
+// nothing could check it) and fetches what they lack for itself, without
+// filling the cache, since nothing would ever prove those chunks.
+func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker) error {
+	fe := &f.blk.plan.Fetches[f.i]
+	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
+		hi := min(segmentEnd(lo), fe.Chunks.End)
+		k := lo - fe.Chunks.Start
+		if err := s.acquire(f, int(k), 0); err != nil {
+			return err
+		}
+		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		if ent == nil {
+			if err := s.ctx.Err(); err != nil {
+				return err
+			}
+			return c.next.fetch(s, f, tr, k)
+		}
+		if err := s.fromEntry(f, tr, ent, srcCache, nil, false); err != nil {
+			return err
+		}
+		lo = hi
+	}
+	if err := tr.Finish(); err != nil {
+		return &IntegrityError{File: s.fileName(), Err: err}
+	}
+	return nil
+}
+
+// stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
+// a miss.
+func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint32) *cache.Entry {
+	if e.staging == nil {
+		return nil
+	}
+	ent, err := e.staging.Get(ctx, x, lo, hi)
+	if err != nil || ent.Xorb != x || ent.Start != lo || ent.End != hi || ent.Validate() != nil {
+		return nil
+	}
+	return ent
+}
+
+// waitFillTurn waits until f may start filling: it is the reader's fetch
+// or the next, or the stored bytes of the fetches between the reader's and
+// f are under the stream's read-ahead budget (the same bound a download
+// reads ahead by, counted in fetched bytes). A fill, once started, runs to
+// its end whatever the reader does; this decides only when it starts.
+func (s *stream) waitFillTurn(f *fetch) error {
+	urgent := func() bool { return f.want.Load() >= 0 }
+	room := func(limit int64) int64 {
+		if s.fillTurn(f, limit) {
+			return limit
+		}
+		return 0
+	}
+	return s.budget.acquire(s.ctx, 0, urgent, room)
+}
+
+func (s *stream) fillTurn(f *fetch, limit int64) bool {
+	h := s.head.Load()
+	if f.seq <= h+1 {
+		return true
+	}
+	s.allMu.Lock()
+	defer s.allMu.Unlock()
+	var n uint64
+	for seq := max(h+1, s.aheadAt); seq < f.seq; seq++ {
+		g := s.ahead[seq-s.aheadAt]
+		n += g.blk.plan.Fetches[g.i].Bytes.Len()
+	}
+	return n < uint64(limit)
+}
+
+// fromEntry delivers a cached entry. Its stored hashes are not trusted:
+// a stream that can check (a manifest, or its own file hash) hashes the
+// bytes it got, and with a manifest checks every chunk before delivering
+// any, so that a bad copy is purged and fetched again (errRecheck) before
+// a byte of it is out. staged marks an entry that awaits a proof.
+func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool) error {
+	base := f.blk.plan.Fetches[f.i].Chunks.Start
+	hashes := ent.Hashes
+	if s.verify || m != nil {
+		hashes = make([]merklehash.Hash, ent.End-ent.Start)
+		for c := ent.Start; c < ent.End; c++ {
+			data := ent.Chunk(c)
+			h := merklehash.ChunkHash(data)
+			if m != nil && !m.Check(c, h, uint32(len(data))) {
+				s.e.stats.proofFailures.Add(1)
+				s.e.log.Warn("cache: a cached chunk does not match its xorb's manifest; purged, fetching again",
+					"xorb", ent.Xorb.String(), "chunk", c, "staged", staged)
+				s.e.purge(s.ctx, []cache.Key{ent.Key()})
+				return errRecheck
+			}
+			hashes[c-ent.Start] = h
+		}
+	}
+	for c := ent.Start; c < ent.End; c++ {
+		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil); err != nil {
+			return err
+		}
+	}
+	if staged && m == nil {
+		s.noteUnproven(ent.Xorb, ent.Start, hashes)
+	}
+	return nil
+}
+
+// fromFill delivers chunks [lo, hi) of a fill, checking them against m
+// when the fill did not (it started before the manifest was known).
+func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest) error {
+	fe := &f.blk.plan.Fetches[f.i]
+	base := fe.Chunks.Start
+	proven := m != nil || fl.m != nil
+	var hashes []merklehash.Hash
+	if !proven {
+		hashes = make([]merklehash.Hash, 0, hi-lo)
+	}
+	for c := lo; c < hi; c++ {
+		data, h, err := fl.chunk(s.ctx, sg, c-sg.start)
+		if err != nil {
+			if s.ctx.Err() != nil {
+				return s.ctx.Err()
+			}
+			return err
+		}
+		if m != nil && fl.m == nil && !m.Check(c, h, uint32(len(data))) {
+			s.e.stats.proofFailures.Add(1)
+			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
+		}
+		if err := s.deliver(f, tr, c-base, data, h, src, proven); err != nil {
+			return err
+		}
+		if !proven {
+			hashes = append(hashes, h)
+		}
+	}
+	if !proven {
+		s.noteUnproven(fe.Xorb, lo, hashes)
+	}
+	return nil
+}
+
+// deliver hands chunk k of f (data, whose hash is h) to the reader. data
+// belongs to a cache entry or a fill and is never written again, so the
+// slot uses it in place; the stream's budget is charged for it as for a
+// chunk it decoded itself. proven: a manifest checked it.
+func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool) error {
+	last, err := tr.Add(uint32(len(data)))
+	if err != nil {
+		return &IntegrityError{File: s.fileName(), Err: err}
+	}
+	sl := &f.slots[k]
+	sl.size, sl.lastUse, sl.hash, sl.src, sl.proven = uint32(len(data)), last, h, src, proven
+	if last >= 0 {
+		cost := int64(len(data))
+		if err := s.acquire(f, int(k), cost); err != nil {
+			return err
+		}
+		sl.data, sl.cost = data, cost
+	}
+	f.publish(int(k))
+	return nil
+}

@@ -1,0 +1,453 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/xetproxy/xetproxy/internal/cache"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/reconstruction"
+)
+
+// fillTable is an engine's set of fills in flight, by xorb. It is the
+// single-flight: a stream needing a range that a fill in flight covers
+// joins it instead of fetching the range again.
+type fillTable struct {
+	mu     sync.Mutex
+	byXorb map[merklehash.Hash][]*fill
+	n      int             // fills running
+	idle   []chan struct{} // closed when n drops to 0
+	closed bool
+	// done counts the fills that completed; recent holds the latest of
+	// them (each with its number in doneSeq), so that a stream whose
+	// lookup missed just before a fill's last Put, and that finds the fill
+	// gone from the table, sees it completed instead of fetching again.
+	done   uint64
+	recent []*fill
+}
+
+// recentFills bounds fillTable.recent.
+const recentFills = 256
+
+// mark returns the number of completed fills, to pass to join after a
+// cache lookup.
+func (t *fillTable) mark() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.done
+}
+
+func newFillTable() *fillTable {
+	return &fillTable{byXorb: make(map[merklehash.Hash][]*fill)}
+}
+
+// join returns the fill in flight that covers f's range, or one that
+// completed after mark returned since (its bytes are in the cache now), or
+// starts one; nil once the table is closed.
+func (t *fillTable) join(s *stream, f *fetch, since uint64, m *cache.Manifest) *fill {
+	fe := &f.blk.plan.Fetches[f.i]
+	want := cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil
+	}
+	for _, fl := range t.byXorb[fe.Xorb] {
+		if fl.key.Covers(want) {
+			s.e.stats.fillJoins.Add(1)
+			return fl
+		}
+	}
+	for _, fl := range t.recent {
+		if fl.doneSeq > since && fl.key.Covers(want) {
+			return fl
+		}
+	}
+	fl := newFill(s, f, m)
+	t.byXorb[fe.Xorb] = append(t.byXorb[fe.Xorb], fl)
+	t.n++
+	go fl.run()
+	return fl
+}
+
+// remove takes fl out of the table: later streams go to the cache, or
+// start a fill of their own. A fill that completed is remembered among the
+// recent ones.
+func (t *fillTable) remove(fl *fill, completed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if completed {
+		t.done++
+		fl.doneSeq = t.done
+		if len(t.recent) == recentFills {
+			t.recent = append(t.recent[:0], t.recent[recentFills/2:]...)
+		}
+		t.recent = append(t.recent, fl)
+	}
+	list := t.byXorb[fl.key.Xorb]
+	for i, x := range list {
+		if x == fl {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(t.byXorb, fl.key.Xorb)
+	} else {
+		t.byXorb[fl.key.Xorb] = list
+	}
+}
+
+// ended records that a fill's goroutines are gone.
+func (t *fillTable) ended() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.n == 0 {
+		for _, ch := range t.idle {
+			close(ch)
+		}
+		t.idle = nil
+	}
+}
+
+func (t *fillTable) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+}
+
+// wait returns when no fill runs, or with ctx's error.
+func (t *fillTable) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	t.idle = append(t.idle, ch)
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fill fetches one xorb range from upstream into the cache, for every
+// stream that needs it. It runs on a context detached from the request
+// that started it (bounded by FillTimeout): the client going away does
+// not stop it, and it never waits for a reader, only for the fill budget
+// and for the cache's writes. Streams read its chunks as they are decoded
+// while a segment is in memory, and from the cache after.
+type fill struct {
+	e   *Engine
+	key cache.Key
+	// owner started the fill: its plan checks the terms, its auth
+	// refreshes the URL. owner, fetch and tr are used by the fill's
+	// goroutines only, and dropped when they end (a completed fill stays
+	// in the table's recent list for a while).
+	owner   *stream
+	ownerID uint64
+	fetch   *fetch
+	tr      *reconstruction.Tracker
+	base    uint32 // segment number of segs[0]
+	// m, when the xorb's manifest was known at the start, checks every
+	// chunk as it decodes: the segments are proven and go to the cache.
+	// Without it they go to the staging store; a fill of chunks [0, n)
+	// then proves them itself if they hash to the xorb, else whole-file
+	// streams that used them do (proof.go).
+	m      *cache.Manifest
+	staged []unproven // segments written to the staging store (putter)
+
+	doneSeq uint64 // set by fillTable.remove when it completed
+
+	mu       sync.Mutex
+	wake     chan struct{} // closed and replaced when a chunk is published or the fill ends
+	segs     []*fillSeg    // nil once released
+	released int           // segments [0, released) were handed to the cache and let go
+	err      error         // why the fill stopped early
+	done     bool
+}
+
+// fillSeg is one segment of a fill. Its fields are guarded by fill.mu;
+// the bytes of the first n chunks never change once published.
+type fillSeg struct {
+	start, end uint32
+	data       []byte
+	offsets    []uint32 // n+1
+	hashes     []merklehash.Hash
+	n          uint32
+	held       int64 // fill budget held, once complete
+}
+
+func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
+	fe := &f.blk.plan.Fetches[f.i]
+	fl := &fill{
+		e:       s.e,
+		m:       m,
+		key:     cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End},
+		owner:   s,
+		ownerID: s.id,
+		fetch:   f,
+		tr:      f.blk.plan.Track(f.i),
+		base:    fe.Chunks.Start / segmentChunks,
+		wake:    make(chan struct{}),
+	}
+	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
+		hi := min(segmentEnd(lo), fe.Chunks.End)
+		fl.segs = append(fl.segs, &fillSeg{start: lo, end: hi})
+		lo = hi
+	}
+	return fl
+}
+
+// segment returns the segment holding chunk c while the fill still holds
+// it in memory, nil once it has been handed to the cache.
+func (fl *fill) segment(c uint32) *fillSeg {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	i := int(c/segmentChunks - fl.base)
+	if i < fl.released || i >= len(fl.segs) {
+		return nil
+	}
+	return fl.segs[i]
+}
+
+// chunk waits for chunk i of sg and returns its bytes and hash.
+func (fl *fill) chunk(ctx context.Context, sg *fillSeg, i uint32) ([]byte, merklehash.Hash, error) {
+	for {
+		fl.mu.Lock()
+		if i < sg.n {
+			lo, hi := sg.offsets[i], sg.offsets[i+1]
+			data, h := sg.data[lo:hi:hi], sg.hashes[i]
+			fl.mu.Unlock()
+			return data, h, nil
+		}
+		err, done := fl.err, fl.done
+		ch := fl.wake
+		fl.mu.Unlock()
+		switch {
+		case err != nil:
+			return nil, merklehash.Hash{}, err
+		case done:
+			return nil, merklehash.Hash{}, fmt.Errorf("proxy: fill of %s ended before chunk %d", fl.key, sg.start+i)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, merklehash.Hash{}, ctx.Err()
+		}
+	}
+}
+
+// broadcast wakes the readers of the fill; fl.mu is held.
+func (fl *fill) broadcast() {
+	close(fl.wake)
+	fl.wake = make(chan struct{})
+}
+
+func (fl *fill) publish(sg *fillSeg, data []byte, offsets []uint32, hashes []merklehash.Hash) {
+	fl.mu.Lock()
+	sg.data, sg.offsets, sg.hashes, sg.n = data, offsets, hashes, uint32(len(hashes))
+	fl.broadcast()
+	fl.mu.Unlock()
+}
+
+func (fl *fill) stop(err error) {
+	fl.mu.Lock()
+	fl.err, fl.done = err, true
+	fl.broadcast()
+	fl.mu.Unlock()
+}
+
+func (fl *fill) run() {
+	e := fl.e
+	defer e.fills.ended()
+	defer func() { fl.owner, fl.fetch, fl.tr = nil, nil, nil }()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(fl.owner.ctx), e.fillTimeout)
+	defer cancel()
+	e.stats.fills.Add(1)
+	e.stats.fillsInFlight.Add(1)
+	defer e.stats.fillsInFlight.Add(-1)
+
+	puts := make(chan *fillSeg, fillPutQueue)
+	putDone := make(chan struct{})
+	go fl.putter(ctx, puts, putDone)
+	learnt, err := fl.download(ctx, puts)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded) {
+			err = &UpstreamError{Op: "cache fill", Timeout: true, Err: err}
+		} else {
+			err = upstream("xorb range", fl.owner.fileName(), err)
+		}
+		e.fills.remove(fl, false) // later streams start afresh
+		fl.stop(err)
+	}
+	close(puts)
+	<-putDone
+	if err == nil {
+		if learnt != nil {
+			// Chunks [0, n) that hash to the xorb: all of it, proven.
+			e.promoteAll(ctx, fl.staged)
+		}
+		fl.staged = nil
+		fl.stop(nil)
+		e.fills.remove(fl, true)
+		return
+	}
+	e.stats.fillErrors.Add(1)
+	e.log.Debug("cache fill failed", "range", fl.key.String(), "err", err)
+	var ie *IntegrityError
+	if errors.As(err, &ie) {
+		// The segments already stored decoded, but the range as a whole
+		// did not check out: take them back.
+		e.purge(ctx, []cache.Key{fl.key})
+	}
+}
+
+// putter writes the complete segments to the cache in order, then lets go
+// of them.
+func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- struct{}) {
+	defer close(done)
+	e := fl.e
+	for sg := range puts {
+		fl.mu.Lock()
+		ent := &cache.Entry{Xorb: fl.key.Xorb, Start: sg.start, End: sg.end,
+			Offsets: sg.offsets, Hashes: sg.hashes, Data: sg.data}
+		fl.mu.Unlock()
+		if ctx.Err() == nil {
+			switch {
+			case fl.m != nil:
+				e.putSegment(ctx, ent)
+			case e.staging != nil:
+				// Not proven yet: staged, out of reach of ranged readers,
+				// the shared tier and the next process.
+				if err := e.staging.Put(ctx, ent); err != nil {
+					if ctx.Err() == nil {
+						e.warn("cache: staging write failed", "key", ent.Key().String(), "err", err)
+					}
+				} else {
+					e.stats.staged.Add(uint64(len(ent.Data)))
+					fl.staged = append(fl.staged, unproven{key: ent.Key(), hashes: ent.Hashes})
+				}
+			}
+		}
+		fl.mu.Lock()
+		fl.segs[fl.released] = nil
+		fl.released++
+		fl.mu.Unlock()
+		e.fillBudget.release(sg.held)
+	}
+}
+
+var (
+	never = func() bool { return false }
+	whole = func(limit int64) int64 { return limit }
+)
+
+// download fetches the fill's range through decodeRange, decoding and
+// hashing every chunk into its segment, checks the terms of the owner's
+// plan, and hands each complete segment to the putter. It returns the
+// manifest the range taught, if any.
+func (fl *fill) download(ctx context.Context, puts chan<- *fillSeg) (*cache.Manifest, error) {
+	fe := &fl.fetch.blk.plan.Fetches[fl.fetch.i]
+	sink := &fillSink{fl: fl, ctx: ctx, puts: puts, si: -1}
+	defer func() {
+		if sink.held > 0 {
+			fl.e.fillBudget.release(sink.held)
+		}
+	}()
+	rr := rangeRead{
+		fe: fe, url: fl.fetch.currentURL(), file: fl.owner.fileName(), m: fl.m,
+		refresh: func(ctx context.Context) (string, error) { return fl.owner.refreshURL(ctx, fl.fetch) },
+	}
+	learnt, err := fl.e.decodeRange(ctx, rr, sink)
+	if err != nil {
+		return nil, err
+	}
+	if err := fl.tr.Finish(); err != nil {
+		return nil, &IntegrityError{File: fl.owner.fileName(), Err: err}
+	}
+	return learnt, nil
+}
+
+// fillSink decodes a fill's chunks into its segments, one after the
+// other: the fill budget is taken per segment (its largest possible size)
+// before its first chunk decodes, and the complete segment goes to the
+// putter, which gives it back.
+type fillSink struct {
+	fl   *fill
+	ctx  context.Context
+	puts chan<- *fillSeg
+
+	si     int // index of sg in fl.segs
+	sg     *fillSeg
+	buf    []byte
+	offs   []uint32
+	hashes []merklehash.Hash
+	held   int64 // fill budget held for sg while it is being decoded
+	need   int   // end of the chunk being decoded in buf
+}
+
+func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
+	fl, e := k.fl, k.fl.e
+	if _, err := fl.tr.Add(size); err != nil {
+		return nil, false, &IntegrityError{File: fl.owner.fileName(), Err: err}
+	}
+	if k.sg == nil {
+		k.si++
+		k.sg = fl.segs[k.si]
+		cnt := int(k.sg.end - k.sg.start)
+		held := int64(cnt) * maxChunk // the most a segment can decode to
+		if err := e.fillBudget.acquire(k.ctx, held, never, whole); err != nil {
+			return nil, false, err
+		}
+		k.held = held
+		k.buf = make([]byte, 0, cnt*xorbTargetChunk)
+		k.offs = make([]uint32, 1, cnt+1)
+		k.hashes = make([]merklehash.Hash, 0, cnt)
+	}
+	k.need = len(k.buf) + int(size)
+	if k.need > cap(k.buf) {
+		grown := make([]byte, len(k.buf), min(max(k.need, cap(k.buf)+cap(k.buf)/2), int(k.held)))
+		copy(grown, k.buf)
+		k.buf = grown
+	}
+	return k.buf[len(k.buf):k.need], true, nil
+}
+
+func (k *fillSink) done(i uint32, _ []byte, h merklehash.Hash) error {
+	fl, e, sg := k.fl, k.fl.e, k.sg
+	k.buf = k.buf[:k.need]
+	k.offs = append(k.offs, uint32(k.need))
+	k.hashes = append(k.hashes, h)
+	fl.publish(sg, k.buf, k.offs, k.hashes)
+	e.stats.fillBytes.Add(uint64(k.offs[len(k.offs)-1] - k.offs[len(k.offs)-2]))
+	if fl.key.Start+i+1 < sg.end {
+		return nil
+	}
+	if c := int64(cap(k.buf)); c < k.held {
+		e.fillBudget.release(k.held - c)
+		k.held = c
+	}
+	sg.held, k.held = k.held, 0
+	k.sg = nil
+	select {
+	case k.puts <- sg:
+		return nil
+	case <-k.ctx.Done():
+		e.fillBudget.release(sg.held)
+		return k.ctx.Err()
+	}
+}
+
+func (k *fillSink) abandon(uint32) {} // the chunk never joined the segment
+
+// xorbTargetChunk is the average chunk size xet chunking aims at; a
+// segment's buffer starts at that times its chunk count and grows when
+// needed.
+const xorbTargetChunk = 64 << 10
