@@ -55,7 +55,7 @@
 // terms reuse one xorb range far apart holds that range's chunks until
 // their last use: bounded by the block, not the file.)
 //
-// # Cache (Config.Cache; cache.go)
+// # Cache (Config.Cache; cachesource.go, fill.go, segments.go)
 //
 // With a cache, every fetch of a plan goes through it, in segments: the
 // chunk ranges of the absolute 64-chunk grid of the xorb (entries of

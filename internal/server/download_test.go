@@ -16,6 +16,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
 type answer struct {
@@ -333,6 +334,30 @@ func TestDownloadUpstreamErrors(t *testing.T) {
 	ft.fh.SetLatency(fakehub.ClassResolve, time.Minute)
 	if a := ft.do("GET", p); a.status != 504 {
 		t.Errorf("timeout: %d", a.status)
+	}
+}
+
+// A file whose content fails its hash before a byte went out (here a
+// one-chunk file, stored uncompressed, with a flipped payload byte: it
+// decodes fine) gets a 502 with the integrity code, after one more try.
+func TestDownloadIntegrityFailureBeforeFirstByte(t *testing.T) {
+	f := newFixture(t, nil)
+	p := "/download/org/m/sub/dir/w.bin?revision=refs%2Fpr%2F1"
+	if a := f.do("GET", p); a.status != 200 || !bytes.Equal(a.body, f.big.data[:1000]) {
+		t.Fatalf("healthy: %d, %d bytes", a.status, len(a.body))
+	}
+	f.fh.CorruptXorb(merklehash.Zero, xorb.HeaderSize+500, 1) // a payload byte of chunk 0 of every xorb
+	f.fh.ResetStats()
+	a := f.do("GET", p)
+	if a.status != 502 || a.header.Get("X-Error-Code") != "IntegrityError" || len(a.body) == 1000 {
+		t.Fatalf("corrupt: %d %q, %d bytes", a.status, a.header.Get("X-Error-Code"), len(a.body))
+	}
+	if n := f.fh.Stats()[fakehub.ClassXorb].Requests; n != 2 {
+		t.Fatalf("%d xorb fetches, want 2 (one more try)", n)
+	}
+	f.fh.ClearFaults()
+	if a := f.do("GET", p); a.status != 200 || !bytes.Equal(a.body, f.big.data[:1000]) {
+		t.Fatalf("healthy again: %d, %d bytes", a.status, len(a.body))
 	}
 }
 
