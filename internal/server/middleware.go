@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -67,15 +68,29 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// statusWriter records the status and the body bytes of an answer. It
+// statusWriter records the status and the body bytes of an answer, and
+// completes its headers (finishHeaders) just before they are sent, whoever
+// wrote them: our handlers, writeError or the /api reverse proxy. It
 // unwraps for http.ResponseController (write deadlines, flushing).
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status   int
+	bytes    int64
+	cred     credentials
+	prepared bool
+}
+
+func (w *statusWriter) prepare() {
+	if !w.prepared {
+		w.prepared = true
+		finishHeaders(w.Header(), w.cred)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.prepare()
+	}
 	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
@@ -83,6 +98,7 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
+	w.prepare()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -112,7 +128,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			info.id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", info.id)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, cred: requestCredentials(r)}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, info))
 
 		defer func() {
@@ -162,7 +178,68 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			}
 		}()
 		next.ServeHTTP(sw, r)
+		if !sw.prepared && info.status != StatusClientClosedRequest {
+			// a handler that wrote nothing still answers through us
+			sw.WriteHeader(http.StatusOK)
+		}
 	})
+}
+
+// credentials records which credentials a request carried, for the
+// caching headers of its answer.
+type credentials struct {
+	any      bool // Authorization or X-Proxy-Key present
+	proxyKey bool // X-Proxy-Key present
+}
+
+func requestCredentials(r *http.Request) credentials {
+	key := r.Header.Get("X-Proxy-Key") != ""
+	return credentials{any: key || r.Header.Get("Authorization") != "", proxyKey: key}
+}
+
+// finishHeaders adds what every answer must carry:
+//   - X-Content-Type-Options: nosniff, so that no browser runs a repo file
+//     or an error body as something else than its declared type on our
+//     origin;
+//   - for a request with credentials, Cache-Control private (public and
+//     s-maxage removed) and Vary on the credential headers: the answer was
+//     authorised for that caller, and a shared cache in front of the proxy
+//     must neither keep it for others nor answer them from it.
+func finishHeaders(h http.Header, c credentials) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	if !c.any {
+		return
+	}
+	directives := []string{"private"}
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			d = strings.TrimSpace(d)
+			name, _, _ := strings.Cut(strings.ToLower(d), "=")
+			switch strings.TrimSpace(name) {
+			case "", "public", "private", "s-maxage":
+				continue
+			}
+			directives = append(directives, d)
+		}
+	}
+	h.Set("Cache-Control", strings.Join(directives, ", "))
+	addVary(h, "Authorization")
+	if c.proxyKey {
+		addVary(h, "X-Proxy-Key")
+	}
+}
+
+// addVary adds field to Vary unless it (or "*") is there already.
+func addVary(h http.Header, field string) {
+	for _, v := range h.Values("Vary") {
+		for _, f := range strings.Split(v, ",") {
+			f = strings.TrimSpace(f)
+			if f == "*" || strings.EqualFold(f, field) {
+				return
+			}
+		}
+	}
+	h.Add("Vary", field)
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
