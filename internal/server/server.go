@@ -130,6 +130,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		ref, ok, err := parseResolve(strings.TrimPrefix(p, "/"))
 		if !ok {
 			setRoute(r, "other")
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				// git and LFS uploads ({repo}.git/info/lfs/...) and any
+				// other write land here: say why they fail
+				writeError(w, r, errReadOnly())
+				return
+			}
 			writeError(w, r, newAPIError(http.StatusNotFound, "NotFound", "no such route; see / for usage"))
 			return
 		}
