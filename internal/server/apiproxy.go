@@ -95,6 +95,16 @@ func (p *apiProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, aerr)
 		return
 	}
+	if r.Method == http.MethodPost {
+		// the whole body first, under guardBody's deadline and cap: a
+		// client trickling it must not hold an upstream request open
+		b, aerr := readBody(w, r)
+		if aerr != nil {
+			writeError(w, r, aerr)
+			return
+		}
+		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+	}
 	ctx := context.WithValue(r.Context(), apiCtxKey{}, &apiCtx{token: token, origin: requestOrigin(r)})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }

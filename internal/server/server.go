@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -88,8 +89,55 @@ func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler() }
 // Metrics returns the server's metrics (for wiring the engine's hooks).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
+// maxRequestBody bounds a request body: the largest paths-info query we
+// forward (thousands of paths), far below anything that could hurt.
+const maxRequestBody = 4 << 20
+
+// guardBody bounds a request body in time and size. http.Server's
+// ReadTimeout cannot do it: it would also cut multi-hour downloads. So a
+// request that has a body gets a read deadline of Config.BodyTimeout on
+// its connection and a size cap; a handler that reads the body (paths-info)
+// lifts the deadline when done, any other answer closes the connection, so
+// that the server's discard of an unread body ends at the deadline too.
+func (s *Server) guardBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	d := s.cfg.BodyTimeout
+	if d <= 0 {
+		d = DefaultBodyTimeout
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	w.Header().Set("Connection", "close")
+}
+
+// readBody reads a body guarded by guardBody and lifts its deadline. The
+// errors are answers: 413 past maxRequestBody, 408 past the deadline.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return nil, newAPIError(http.StatusRequestEntityTooLarge, "RequestTooLarge", "request body too large")
+		case isTimeout(err):
+			e := newAPIError(http.StatusRequestTimeout, "RequestTimeout", "the request body did not arrive in time")
+			e.cause = err
+			return nil, e
+		}
+		e := badRequest("InvalidBody", "could not read the request body")
+		e.cause = err
+		return nil, e
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	w.Header().Del("Connection")
+	return b, nil
+}
+
 // route dispatches on the escaped path; see the package doc for the table.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	s.guardBody(w, r)
 	p := r.URL.EscapedPath()
 	switch {
 	case p == "/health":
