@@ -157,7 +157,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if !s.getOrHead(w, r) {
 			return
 		}
-		ref, err := parseDownload(strings.TrimPrefix(p, "/download/"), r.URL.Query())
+		q, err := parseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ref, err := parseDownload(strings.TrimPrefix(p, "/download/"), q)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -168,7 +173,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if !s.getOrHead(w, r) {
 			return
 		}
-		ref, err := parseDownloadHash(strings.TrimPrefix(p, "/download-hash/"), r.URL.Query())
+		q, err := parseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ref, err := parseDownloadHash(strings.TrimPrefix(p, "/download-hash/"), q)
 		if err != nil {
 			writeError(w, r, err)
 			return
