@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -118,8 +120,13 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // instrument wraps next with request IDs, the access log, metrics and
 // panic recovery. It never sees or logs credentials: the log line holds the
 // method, escaped path, route, status, sizes and timings only.
-func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
+//
+// active counts the requests in its hands until their log line is out, so
+// that shutdown can wait for the lines of the requests it cut.
+func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeRequests) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		active.add()
+		defer active.done()
 		start := time.Now()
 		info := &reqInfo{route: "other"}
 		if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
@@ -152,6 +159,19 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			cut := errors.Is(context.Cause(r.Context()), errDrainDeadline)
+			if cut {
+				// the server cut it, not the client: say so, at warn
+				if status == StatusClientClosedRequest {
+					status = sw.status
+					if status == 0 {
+						status = http.StatusServiceUnavailable
+					}
+				}
+				if info.err == nil || errors.Is(info.err, context.Canceled) || info.status == StatusClientClosedRequest {
+					info.err = errDrainDeadline
+				}
+			}
 			elapsed := time.Since(start)
 			m.observeRequest(info.route, r.Method, status, elapsed)
 			attrs := []any{
@@ -159,7 +179,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 				"route", info.route, "status", status, "bytes", sw.bytes,
 				"duration_ms", float64(elapsed.Microseconds()) / 1000, "remote", r.RemoteAddr,
 			}
-			if p != nil {
+			if p != nil || cut {
 				attrs = append(attrs, "aborted", true)
 			}
 			if info.err != nil {
@@ -167,6 +187,8 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			}
 			level := slog.LevelInfo
 			switch {
+			case cut:
+				level = slog.LevelWarn
 			case status == StatusClientClosedRequest || info.quiet:
 				level = slog.LevelDebug
 			case status >= 500 || p != nil:
@@ -240,6 +262,51 @@ func addVary(h http.Header, field string) {
 		}
 	}
 	h.Add("Vary", field)
+}
+
+// activeRequests counts requests in progress; wait returns when none is
+// left or ctx ends. Unlike a sync.WaitGroup it may be waited on while new
+// requests still arrive.
+type activeRequests struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil when nobody waits
+}
+
+func (a *activeRequests) add() {
+	a.mu.Lock()
+	a.n++
+	a.mu.Unlock()
+}
+
+func (a *activeRequests) done() {
+	a.mu.Lock()
+	a.n--
+	if a.n == 0 && a.idle != nil {
+		close(a.idle)
+		a.idle = nil
+	}
+	a.mu.Unlock()
+}
+
+// wait reports whether every request ended before ctx did.
+func (a *activeRequests) wait(ctx context.Context) bool {
+	a.mu.Lock()
+	if a.n == 0 {
+		a.mu.Unlock()
+		return true
+	}
+	if a.idle == nil {
+		a.idle = make(chan struct{})
+	}
+	idle := a.idle
+	a.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

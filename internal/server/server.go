@@ -39,6 +39,7 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	active  activeRequests
 	handler http.Handler
 }
 
@@ -75,7 +76,7 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
-	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics)
+	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
 
@@ -247,6 +248,14 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	}
 }
 
+// cutLogWait bounds the wait, after the drain deadline, for the requests
+// that were cut to end and log.
+const cutLogWait = 5 * time.Second
+
+// errDrainDeadline is the cause of the context of requests cut at the
+// drain deadline.
+var errDrainDeadline = errors.New("cut at the drain deadline")
+
 // ErrDrainTimeout is returned by Serve when in-flight requests were still
 // running at the drain deadline and had to be cut.
 var ErrDrainTimeout = errors.New("drain deadline passed with requests in flight")
@@ -258,6 +267,11 @@ var ErrDrainTimeout = errors.New("drain deadline passed with requests in flight"
 // if requests had to be cut, or the error that stopped a listener.
 func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	hs := s.httpServer(s.handler)
+	// Requests run under base so that the drain deadline can end them all
+	// with errDrainDeadline as the cause (their log lines say so).
+	base, cut := context.WithCancelCause(context.Background())
+	defer cut(nil)
+	hs.BaseContext = func(net.Listener) context.Context { return base }
 	var ms *http.Server
 	if metricsLn != nil {
 		ms = s.httpServer(s.metrics.Handler())
@@ -291,7 +305,15 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	err := hs.Shutdown(dctx)
 	if err != nil {
 		s.log.Warn("drain deadline passed; closing connections", "in_flight", s.adm.inFlight())
+		cut(errDrainDeadline)
 		hs.Close()
+		// Close does not wait for handlers: give the cut ones a moment
+		// to write their request log lines before the process exits.
+		wctx, wcancel := context.WithTimeout(context.Background(), cutLogWait)
+		if !s.active.wait(wctx) {
+			s.log.Warn("requests still running after the drain deadline", "in_flight", s.adm.inFlight())
+		}
+		wcancel()
 		err = ErrDrainTimeout
 	}
 	if ms != nil {
