@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -342,4 +343,44 @@ func TestDotSegmentsRefused(t *testing.T) {
 	if n := len(f.fh.Requests()); n != 0 {
 		t.Errorf("the Hub saw %d requests", n)
 	}
+}
+
+// Whatever checkAPIRoute forwards is a read: GET or HEAD, or POST to
+// paths-info; no segment is empty or a dot segment in any encoding, and
+// no segment where the Hub looks for an action below a one- or two-part
+// repo id names a token or write route.
+func FuzzCheckAPIRoute(f *testing.F) {
+	for _, s := range []string{"models/org/m", "models/org/m/tree/main/a/b", "models/gpt2/paths-info/main",
+		"models/org/m/commit/main", "%2e%2e/x", "whoami-v2", "datasets/a/b/revision/refs%2Fpr%2F1"} {
+		f.Add("GET", s)
+		f.Add("POST", s)
+	}
+	f.Fuzz(func(t *testing.T, method, path string) {
+		if _, err := checkAPIRoute(method, path); err != nil {
+			return
+		}
+		switch {
+		case method == "GET" || method == "HEAD":
+		case method == "POST" && strings.Contains(path, "/paths-info/"):
+		default:
+			t.Fatalf("forwarded %s %s", method, path)
+		}
+		for i, s := range strings.Split(path, "/") {
+			u, err := url.PathUnescape(s)
+			if err != nil {
+				t.Fatalf("forwarded %s with a bad escape", path)
+			}
+			u2, _ := url.PathUnescape(u)
+			for _, v := range []string{u, u2} {
+				switch v {
+				case ".", "..", "":
+					t.Fatalf("forwarded %s %s (segment %q)", method, path, v)
+				case "xet-write-token", "xet-read-token", "commit", "preupload":
+					if i == 2 || i == 3 {
+						t.Fatalf("forwarded %s %s (action %q)", method, path, v)
+					}
+				}
+			}
+		}
+	})
 }
