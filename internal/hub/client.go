@@ -179,6 +179,9 @@ func (c *Client) doBody(ctx context.Context, op, method, rawURL, token string, h
 		cp.CheckRedirect = dropAuthOffHost
 	}
 	hc := &cp
+	if token != "" && !c.onHub(rawURL) {
+		return nil, fmt.Errorf("hub %s %s: %w", op, upstream.Redact(rawURL), ErrForeignLink)
+	}
 	for attempt := 1; ; attempt++ {
 		var rd io.Reader
 		if body != nil {
@@ -244,6 +247,41 @@ func dropAuthOffHost(req *http.Request, via []*http.Request) error {
 		req.Header.Del("Authorization")
 	}
 	return nil
+}
+
+// ErrForeignLink is returned when the Hub points a request that would carry
+// the caller's token (a pagination link) at another origin than its own.
+var ErrForeignLink = errors.New("refusing to send credentials to a link outside the hub's origin")
+
+// onHub reports whether rawURL has the scheme, host and port of BaseURL:
+// the only origin a caller's token is ever sent to (redirects elsewhere
+// lose it in dropAuthOffHost, links elsewhere are refused).
+func (c *Client) onHub(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	base, err := url.Parse(c.BaseURL)
+	if err != nil {
+		return false
+	}
+	return origin(u) == origin(base)
+}
+
+// origin is scheme://host:port in lower case, with the scheme's default
+// port made explicit so that https://h and https://h:443 compare equal.
+func origin(u *url.URL) string {
+	scheme := strings.ToLower(u.Scheme)
+	port := u.Port()
+	if port == "" {
+		switch scheme {
+		case "http":
+			port = "80"
+		case "https":
+			port = "443"
+		}
+	}
+	return scheme + "://" + strings.ToLower(u.Hostname()) + ":" + port
 }
 
 // escapePath percent-escapes each segment of a slash-separated path.

@@ -6,7 +6,8 @@
 //	          -> X-Repo-Commit, X-Linked-Size, X-Linked-Etag/ETag,
 //	             X-Xet-Hash (present = Xet file), Link rel="xet-auth"
 //	List      GET  {hub}/api/{type}s/{repo}/tree/{rev}[/{path}]?recursive=true
-//	          following Link rel="next" to the last page
+//	          following Link rel="next" to the last page (on the Hub's
+//	          origin only: a token never leaves it, see onHub)
 //	PathsInfo POST {hub}/api/{type}s/{repo}/paths-info/{rev}
 //	ReadToken GET  {hub}/api/{type}s/{repo}/xet-read-token/{rev}
 //	          -> {accessToken, exp, casUrl} (or the X-Xet-* headers)

@@ -210,6 +210,60 @@ func TestListDetectsPaginationLoops(t *testing.T) {
 	}
 }
 
+// A next link to another origin (here another port of the same host) must
+// not receive the caller's token: List refuses it before any request goes
+// there.
+func TestListRefusesForeignNextLink(t *testing.T) {
+	var foreignHits atomic.Int64
+	foreign := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		foreignHits.Add(1)
+		io.WriteString(w, `[]`)
+	}))
+	defer foreign.Close()
+	var hubHits atomic.Int64
+	_, c := newHub(t, func(w http.ResponseWriter, r *http.Request) {
+		hubHits.Add(1)
+		w.Header().Set("Link", `<`+foreign.URL+`/api/models/org/m/tree/main?cursor=2>; rel="next"`)
+		io.WriteString(w, `[{"type":"file","oid":"o1","size":1,"path":"a"}]`)
+	})
+	for _, token := range []string{"hf_user", ""} {
+		_, err := c.List(context.Background(), token, Repo{Model, "org/m"}, "main", "", true)
+		if !errors.Is(err, ErrForeignLink) || strings.Contains(err.Error(), "hf_user") {
+			t.Errorf("token %q: List error = %v, want ErrForeignLink", token, err)
+		}
+	}
+	if hubHits.Load() != 2 || foreignHits.Load() != 0 {
+		t.Errorf("hub saw %d requests (want 2: the premise), the foreign origin %d (want 0)", hubHits.Load(), foreignHits.Load())
+	}
+	// the guard under every call: a token is never sent off the Hub
+	if _, err := c.do(context.Background(), "x", http.MethodGet, foreign.URL+"/x", "hf_user", nil, false); !errors.Is(err, ErrForeignLink) {
+		t.Errorf("do with a token to another origin: %v", err)
+	}
+	if foreignHits.Load() != 0 {
+		t.Errorf("the foreign origin was reached")
+	}
+}
+
+func TestOnHub(t *testing.T) {
+	c := &Client{BaseURL: "https://Hub.example"}
+	c.init()
+	for u, want := range map[string]bool{
+		"https://hub.example/api/x":      true,
+		"https://hub.example:443/api/x":  true,
+		"HTTPS://HUB.EXAMPLE/api":        true,
+		"http://hub.example/api/x":       false,
+		"https://hub.example:8443/api/x": false,
+		"https://other.example/api/x":    false,
+		"https://hub.example.evil/api/x": false,
+		"//hub.example/x":                false,
+		"/api/x":                         false,
+	} {
+		if got := c.onHub(u); got != want {
+			t.Errorf("onHub(%q) = %v, want %v", u, got, want)
+		}
+	}
+}
+
 func TestPathsInfo(t *testing.T) {
 	_, c := newHub(t, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)

@@ -114,6 +114,11 @@ func (c *Client) List(ctx context.Context, token string, repo Repo, revision, pa
 				return nil, fmt.Errorf("hub list %s: bad next link", upstream.Redact(u))
 			}
 			next = base.ResolveReference(ref).String()
+			// The caller's token goes with every page; a next link that
+			// leaves the Hub's origin would hand it to a third party.
+			if !c.onHub(next) {
+				return nil, fmt.Errorf("hub list %s: %w", upstream.Redact(u), ErrForeignLink)
+			}
 		}
 		u = next
 	}

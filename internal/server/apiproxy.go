@@ -24,11 +24,11 @@ const maxAPIJSON = 64 << 20
 // CAS directly, around the proxy (HUB-MIRROR.md, "Where Xet leaks").
 var xetJSONFields = []string{"xetHash", "xetEnabled"}
 
-// apiProxy passes /api/... through to the Hub with the request's upstream
-// token, and rewrites the answers so that unmodified clients stay on the
-// proxy: Xet metadata removed from JSON, X-Xet-* headers and xet Link rels
-// dropped, and Link/Location URLs that point at the Hub moved to the
-// proxy's own origin.
+// apiProxy passes the read routes of /api (checkAPIRoute) through to the
+// Hub with the request's upstream token, and rewrites the answers so that
+// unmodified clients stay on the proxy: Xet metadata removed from JSON,
+// X-Xet-* headers and xet Link rels dropped, and Link/Location URLs that
+// point at the Hub moved to the proxy's own origin.
 type apiProxy struct {
 	hub  *url.URL
 	auth *authPolicy
@@ -50,8 +50,15 @@ func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, lo
 			c, _ := pr.In.Context().Value(apiCtxKey{}).(*apiCtx)
 			pr.SetURL(hub)
 			h := pr.Out.Header
-			for _, k := range []string{"Authorization", "X-Proxy-Key", "Cookie", "Accept-Encoding", "X-Request-Id"} {
+			for _, k := range []string{"Authorization", "X-Proxy-Key", "Cookie", "Accept-Encoding", "X-Request-Id",
+				// a server that honours these would run another method
+				// than the one checkAPIRoute allowed
+				"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"} {
 				h.Del(k)
+			}
+			if pr.Out.Method != http.MethodPost {
+				// reads carry no body upstream
+				pr.Out.Body, pr.Out.ContentLength, pr.Out.TransferEncoding = nil, 0, nil
 			}
 			if c != nil && c.token != "" {
 				h.Set("Authorization", "Bearer "+c.token)
@@ -75,10 +82,28 @@ func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, lo
 
 func (p *apiProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setRoute(r, "api")
+	// Read-only whoever asks: the route is judged before the credentials.
+	if allow, aerr := checkAPIRoute(r.Method, strings.TrimPrefix(r.URL.EscapedPath(), "/api/")); aerr != nil {
+		if allow != nil {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+		}
+		writeError(w, r, aerr)
+		return
+	}
 	token, _, aerr := p.auth.upstreamToken(r)
 	if aerr != nil {
 		writeError(w, r, aerr)
 		return
+	}
+	if r.Method == http.MethodPost {
+		// the whole body first, under guardBody's deadline and cap: a
+		// client trickling it must not hold an upstream request open
+		b, aerr := readBody(w, r)
+		if aerr != nil {
+			writeError(w, r, aerr)
+			return
+		}
+		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 	}
 	ctx := context.WithValue(r.Context(), apiCtxKey{}, &apiCtx{token: token, origin: requestOrigin(r)})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
@@ -103,8 +128,15 @@ func rewriteAPIResponse(resp *http.Response, hub *url.URL, origin string) error 
 		h.Del("X-Request-Id")
 		h.Set("X-Upstream-Request-Id", id)
 	}
-	h.Del("X-Xet-Hash")
-	h.Del("X-Xet-Refresh-Route")
+	// X-Xet-* carry the Xet hash, the refresh route and, on token routes,
+	// the CAS credential (X-Xet-Access-Token, X-Xet-Cas-Url): none may
+	// reach the client. Cookies of the Hub have no business on our origin.
+	for k := range h {
+		if strings.HasPrefix(http.CanonicalHeaderKey(k), "X-Xet-") {
+			delete(h, k)
+		}
+	}
+	h.Del("Set-Cookie")
 	if links := h.Values("Link"); len(links) > 0 {
 		h.Del("Link")
 		for _, l := range links {

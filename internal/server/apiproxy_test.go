@@ -48,6 +48,10 @@ func TestRewriteLinks(t *testing.T) {
 	}
 }
 
+// upstreamXetHeaders are the Xet headers a Hub answer can carry; the last
+// one stands for any future X-Xet-* header.
+var upstreamXetHeaders = []string{"X-Xet-Hash", "X-Xet-Refresh-Route", "X-Xet-Access-Token", "X-Xet-Cas-Url", "X-Xet-Token-Expiration", "X-Xet-Something-New"}
+
 // TestAPIProxy runs the passthrough against a stand-in Hub that echoes what
 // it received.
 func TestAPIProxy(t *testing.T) {
@@ -66,7 +70,11 @@ func TestAPIProxy(t *testing.T) {
 			io.WriteString(w, `[{"type":"file","path":"w.bin","size":5,"xetHash":"`+strings.Repeat("a", 64)+`","lfs":{"oid":"x","size":5}}]`)
 		case "/api/models/org/m":
 			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("X-Xet-Hash", "deadbeef")
+			w.Header().Set("Cache-Control", "public, max-age=60, s-maxage=600")
+			w.Header().Set("Set-Cookie", "hub=1")
+			for _, k := range upstreamXetHeaders {
+				w.Header().Set(k, "upstream-secret")
+			}
 			io.WriteString(w, `{"id":"org/m","sha":"0123","xetEnabled":true,"siblings":[{"rfilename":"w.bin","xetHash":"x"}]}`)
 		case "/api/models/old/m":
 			w.Header().Set("Location", upstream.URL+"/api/models/new/m")
@@ -89,8 +97,12 @@ func TestAPIProxy(t *testing.T) {
 	front := httptest.NewServer(s.Handler())
 	defer front.Close()
 
-	get := func(path string, hdr map[string]string) (*http.Response, string) {
-		req, _ := http.NewRequest("GET", front.URL+path, nil)
+	send := func(method, base, path string, hdr map[string]string) (*http.Response, string) {
+		var body io.Reader
+		if method == "POST" {
+			body = strings.NewReader("paths=a")
+		}
+		req, _ := http.NewRequest(method, base+path, body)
 		for k, v := range hdr {
 			req.Header.Set(k, v)
 		}
@@ -101,6 +113,9 @@ func TestAPIProxy(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		return res, string(b)
+	}
+	get := func(path string, hdr map[string]string) (*http.Response, string) {
+		return send("GET", front.URL, path, hdr)
 	}
 
 	res, body := get("/api/models/org/m/tree/main", map[string]string{"Authorization": "Bearer hf_user", "Accept-Encoding": "gzip", "Cookie": "s=1", "X-Proxy-Key": key})
@@ -120,9 +135,22 @@ func TestAPIProxy(t *testing.T) {
 		t.Errorf("upstream saw %v", h)
 	}
 
+	// the premise: the Hub does send the headers that must not pass
+	if res, _ := send("GET", upstream.URL, "/api/models/org/m", nil); res.Header.Get("X-Xet-Access-Token") == "" || res.Header.Get("Set-Cookie") == "" {
+		t.Fatalf("stand-in Hub sends no X-Xet-Access-Token / Set-Cookie: %v", res.Header)
+	}
 	res, body = get("/api/models/org/m", map[string]string{"X-Proxy-Key": key})
-	if strings.Contains(body, "xet") || res.Header.Get("X-Xet-Hash") != "" || res.Header.Get("Content-Length") != itoa(int64(len(body))) {
+	if strings.Contains(body, "xet") || res.Header.Get("Content-Length") != itoa(int64(len(body))) {
 		t.Errorf("info: %v %s", res.Header, body)
+	}
+	for k := range res.Header {
+		if strings.HasPrefix(k, "X-Xet-") || k == "Set-Cookie" {
+			t.Errorf("info: the Hub's %s reached the client", k)
+		}
+	}
+	if cc, vary := res.Header.Values("Cache-Control"), strings.Join(res.Header.Values("Vary"), ","); len(cc) != 1 || cc[0] != "private, max-age=60" ||
+		!strings.Contains(vary, "Authorization") || !strings.Contains(vary, "X-Proxy-Key") {
+		t.Errorf("keyed info: Cache-Control %q, Vary %q; want private, max-age=60 and Vary on both credentials", cc, vary)
 	}
 	mu.Lock()
 	h = seen[len(seen)-1]
@@ -131,7 +159,10 @@ func TestAPIProxy(t *testing.T) {
 		t.Errorf("keyed caller: upstream Authorization = %q", h.Get("Authorization"))
 	}
 
-	get("/api/models/org/m", nil)
+	res, _ = get("/api/models/org/m", nil)
+	if res.Header.Get("Cache-Control") != "public, max-age=60, s-maxage=600" || res.Header.Get("Vary") != "" {
+		t.Errorf("anonymous info: Cache-Control %q, Vary %q: the Hub's own should pass", res.Header.Get("Cache-Control"), res.Header.Get("Vary"))
+	}
 	mu.Lock()
 	h = seen[len(seen)-1]
 	mu.Unlock()
@@ -144,8 +175,8 @@ func TestAPIProxy(t *testing.T) {
 		t.Errorf("redirect: %d %q", res.StatusCode, res.Header.Get("Location"))
 	}
 
-	res, body = get("/api/models/org/m/paths-info/refs%2Fpr%2F1", nil)
-	if res.StatusCode != 200 || strings.Contains(body, "xetHash") || !strings.Contains(body, `refs%2Fpr%2F1`) {
+	res, body = send("POST", front.URL, "/api/models/org/m/paths-info/refs%2Fpr%2F1", nil)
+	if res.StatusCode != 200 || strings.Contains(body, "xetHash") || !strings.Contains(body, `refs%2Fpr%2F1`) || !strings.Contains(body, `"path":"paths=a"`) {
 		t.Errorf("paths-info: %d %s", res.StatusCode, body)
 	}
 

@@ -42,6 +42,10 @@ type Config struct {
 	MaxHeaderBytes    int           // larger request headers get 431
 	UpstreamTimeout   time.Duration // resolve + token + first bytes, else 504
 	StallTimeout      time.Duration // a client that accepts no byte for this long is dropped
+	// BodyTimeout is the time a client has to send a request body (only
+	// /api paths-info reads one; others are discarded within it); 0 means
+	// DefaultBodyTimeout.
+	BodyTimeout time.Duration
 
 	// Chunk cache of the download engine (see NewCache and docs/cache.md):
 	// a disk tier in CacheDir bounded by CacheSize, a memory tier of
@@ -74,6 +78,7 @@ type Config struct {
 const (
 	DefaultReadAhead         = 16 << 20
 	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultBodyTimeout       = 30 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
 	DefaultMaxHeaderBytes    = 64 << 10
 	DefaultUpstreamTimeout   = 60 * time.Second
@@ -115,6 +120,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.Var((*sizeFlag)(&c.ReadAhead), "read-ahead", "read-ahead bytes one download may hold (counted against --max-buffer)")
 	c.ReadHeaderTimeout = DefaultReadHeaderTimeout
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "time a client has to send its request headers")
+	c.BodyTimeout = DefaultBodyTimeout
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", c.BodyTimeout, "time a client has to send a request body")
 	c.IdleTimeout = DefaultIdleTimeout
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", c.IdleTimeout, "how long an idle keep-alive connection is kept")
 	c.MaxHeaderBytes = DefaultMaxHeaderBytes
@@ -215,6 +222,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 || c.UpstreamTimeout <= 0 || c.StallTimeout <= 0 || c.IdleTimeout <= 0 {
 		bad("timeouts must be positive")
+	}
+	if c.BodyTimeout < 0 {
+		bad("body-timeout must not be negative")
 	}
 	if c.MaxHeaderBytes < 4<<10 {
 		bad("max-header-bytes must be at least 4096")

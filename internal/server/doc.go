@@ -6,7 +6,8 @@
 //	GET|HEAD /download/[datasets/|spaces/]{ns}/{repo}/{path...}?revision=
 //	GET|HEAD /download-hash/{xet hash}?repo=&repo_type=&revision=&filename=
 //	GET|HEAD /[datasets/|spaces/]{repo}/resolve/{rev}/{path...}   drop-in HF_ENDPOINT mirror
-//	*    /api/...                                  reverse proxy to the Hub, Xet metadata removed
+//	GET|HEAD|POST /api/...                         the read routes of apiroutes.go, proxied to the Hub
+//	                                               with Xet metadata removed; everything else 403/405
 //
 // A download runs in two phases. Before the status line: route parsing,
 // auth policy, metadata (Engine.Stat), conditional requests and Range, the
@@ -25,11 +26,14 @@
 // Files: config.go (flags/env, Validate), httpsem.go (Range, conditionals,
 // representation headers, pure), errors.go + errors_upstream.go (the one
 // error→status table), routes.go (path parsing), auth.go, limits.go,
-// middleware.go, metrics.go, apiproxy.go (/api passthrough), download.go
+// middleware.go (request IDs, access log, headers every answer carries),
+// metrics.go, apiroutes.go (what /api forwards), apiproxy.go (/api
+// passthrough), download.go
 // (the download handler), engine.go (wiring of the download engine),
 // server.go (dispatch, Serve and the drain). Subpackage sample generates the
 // demo, benchmark and test content.
 //
 // Shutdown: Serve stops accepting on context cancellation, /readyz turns
-// 503, in-flight requests run to completion within the drain deadline.
+// 503, in-flight requests run to completion within the drain deadline;
+// those still running then are cut and logged before Serve returns.
 package server

@@ -117,8 +117,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		h.Set("X-Linked-Etag", etag)
 		h.Set("X-Linked-Size", itoa(size))
 	}
-	h.Set("Content-Type", contentType(name))
-	h.Set("Content-Disposition", contentDisposition(disposition, name))
+	setRepresentation(h, name, disposition)
 
 	cond := checkConditions(r.Header, r.Method, etag)
 	switch cond {

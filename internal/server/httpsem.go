@@ -238,6 +238,40 @@ func contentType(name string) string {
 	return "application/octet-stream"
 }
 
+// setRepresentation sets Content-Type, Content-Disposition and a sandbox
+// for a repo file called name. A repo's files are anyone's content served
+// on the proxy's origin: HTML, SVG, XML or a script opened inline would run
+// there (stored XSS against everything else on that origin). So only types
+// a browser cannot execute keep disposition ("inline" on resolve URLs);
+// every other type is an attachment, and every file answer carries
+// Content-Security-Policy: sandbox, which gives a document opened anyway a
+// unique origin with scripts off. nosniff (on every answer, see
+// finishHeaders) keeps browsers from guessing an executable type.
+func setRepresentation(h http.Header, name, disposition string) {
+	ct := contentType(name)
+	if !passiveType(ct) {
+		disposition = "attachment"
+	}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Disposition", contentDisposition(disposition, name))
+	h.Set("Content-Security-Policy", "sandbox")
+}
+
+// passiveType reports whether a browser only ever displays content of
+// media type ct (parameters ignored) and never runs it as a document or
+// script. Anything unknown counts as active.
+func passiveType(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	switch mt {
+	case "text/plain", "text/csv", "text/tab-separated-values", "text/markdown",
+		"application/json", "application/octet-stream",
+		"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp":
+		return true
+	}
+	return strings.HasPrefix(mt, "audio/") || strings.HasPrefix(mt, "video/")
+}
+
 // contentDisposition renders a Content-Disposition value (RFC 6266) with an
 // ASCII filename fallback and the exact name in filename* (RFC 8187).
 func contentDisposition(disposition, name string) string {

@@ -179,3 +179,36 @@ func TestContentDisposition(t *testing.T) {
 		}
 	}
 }
+
+// Files a browser could run (HTML, SVG, XML, scripts, anything unknown) are
+// attachments even on resolve URLs; plain data keeps the route's
+// disposition. Every file answer is sandboxed.
+func TestSetRepresentation(t *testing.T) {
+	tests := []struct {
+		name, disposition, want string
+	}{
+		{"page.html", "inline", "attachment"},
+		{"page.HTM", "inline", "attachment"},
+		{"logo.svg", "inline", "attachment"},
+		{"feed.xml", "inline", "attachment"},
+		{"page.xhtml", "inline", "attachment"},
+		{"app.js", "inline", "attachment"},
+		{"app.mjs", "inline", "attachment"},
+		{"doc.pdf", "inline", "attachment"},
+		{"style.css", "inline", "attachment"},
+		{"model.safetensors", "inline", "inline"}, // octet-stream: downloaded, never run
+		{"config.json", "inline", "inline"},
+		{"notes.txt", "inline", "inline"},
+		{"img.png", "inline", "inline"},
+		{"config.json", "attachment", "attachment"},
+	}
+	for _, tc := range tests {
+		h := http.Header{}
+		setRepresentation(h, tc.name, tc.disposition)
+		disp, _, _ := strings.Cut(h.Get("Content-Disposition"), ";")
+		if disp != tc.want || h.Get("Content-Security-Policy") != "sandbox" {
+			t.Errorf("%s (%s): Content-Type %q, Content-Disposition %q, CSP %q; want %s", tc.name, tc.disposition,
+				h.Get("Content-Type"), h.Get("Content-Disposition"), h.Get("Content-Security-Policy"), tc.want)
+		}
+	}
+}

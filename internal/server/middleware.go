@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -67,15 +70,29 @@ func validRequestID(s string) bool {
 	return true
 }
 
-// statusWriter records the status and the body bytes of an answer. It
+// statusWriter records the status and the body bytes of an answer, and
+// completes its headers (finishHeaders) just before they are sent, whoever
+// wrote them: our handlers, writeError or the /api reverse proxy. It
 // unwraps for http.ResponseController (write deadlines, flushing).
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status   int
+	bytes    int64
+	cred     credentials
+	prepared bool
+}
+
+func (w *statusWriter) prepare() {
+	if !w.prepared {
+		w.prepared = true
+		finishHeaders(w.Header(), w.cred)
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
+	if code >= 200 {
+		w.prepare()
+	}
 	if w.status == 0 && code >= 200 {
 		w.status = code
 	}
@@ -83,6 +100,7 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
+	w.prepare()
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
@@ -102,8 +120,13 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // instrument wraps next with request IDs, the access log, metrics and
 // panic recovery. It never sees or logs credentials: the log line holds the
 // method, escaped path, route, status, sizes and timings only.
-func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
+//
+// active counts the requests in its hands until their log line is out, so
+// that shutdown can wait for the lines of the requests it cut.
+func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeRequests) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		active.add()
+		defer active.done()
 		start := time.Now()
 		info := &reqInfo{route: "other"}
 		if id := r.Header.Get("X-Request-Id"); validRequestID(id) {
@@ -112,7 +135,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			info.id = newRequestID()
 		}
 		w.Header().Set("X-Request-Id", info.id)
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, cred: requestCredentials(r)}
 		r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, info))
 
 		defer func() {
@@ -136,6 +159,19 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			cut := errors.Is(context.Cause(r.Context()), errDrainDeadline)
+			if cut {
+				// the server cut it, not the client: say so, at warn
+				if status == StatusClientClosedRequest {
+					status = sw.status
+					if status == 0 {
+						status = http.StatusServiceUnavailable
+					}
+				}
+				if info.err == nil || errors.Is(info.err, context.Canceled) || info.status == StatusClientClosedRequest {
+					info.err = errDrainDeadline
+				}
+			}
 			elapsed := time.Since(start)
 			m.observeRequest(info.route, r.Method, status, elapsed)
 			attrs := []any{
@@ -143,7 +179,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 				"route", info.route, "status", status, "bytes", sw.bytes,
 				"duration_ms", float64(elapsed.Microseconds()) / 1000, "remote", r.RemoteAddr,
 			}
-			if p != nil {
+			if p != nil || cut {
 				attrs = append(attrs, "aborted", true)
 			}
 			if info.err != nil {
@@ -151,6 +187,8 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			}
 			level := slog.LevelInfo
 			switch {
+			case cut:
+				level = slog.LevelWarn
 			case status == StatusClientClosedRequest || info.quiet:
 				level = slog.LevelDebug
 			case status >= 500 || p != nil:
@@ -162,7 +200,113 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics) http.Handler {
 			}
 		}()
 		next.ServeHTTP(sw, r)
+		if !sw.prepared && info.status != StatusClientClosedRequest {
+			// a handler that wrote nothing still answers through us
+			sw.WriteHeader(http.StatusOK)
+		}
 	})
+}
+
+// credentials records which credentials a request carried, for the
+// caching headers of its answer.
+type credentials struct {
+	any      bool // Authorization or X-Proxy-Key present
+	proxyKey bool // X-Proxy-Key present
+}
+
+func requestCredentials(r *http.Request) credentials {
+	key := r.Header.Get("X-Proxy-Key") != ""
+	return credentials{any: key || r.Header.Get("Authorization") != "", proxyKey: key}
+}
+
+// finishHeaders adds what every answer must carry:
+//   - X-Content-Type-Options: nosniff, so that no browser runs a repo file
+//     or an error body as something else than its declared type on our
+//     origin;
+//   - for a request with credentials, Cache-Control private (public and
+//     s-maxage removed) and Vary on the credential headers: the answer was
+//     authorised for that caller, and a shared cache in front of the proxy
+//     must neither keep it for others nor answer them from it.
+func finishHeaders(h http.Header, c credentials) {
+	h.Set("X-Content-Type-Options", "nosniff")
+	if !c.any {
+		return
+	}
+	directives := []string{"private"}
+	for _, v := range h.Values("Cache-Control") {
+		for _, d := range strings.Split(v, ",") {
+			d = strings.TrimSpace(d)
+			name, _, _ := strings.Cut(strings.ToLower(d), "=")
+			switch strings.TrimSpace(name) {
+			case "", "public", "private", "s-maxage":
+				continue
+			}
+			directives = append(directives, d)
+		}
+	}
+	h.Set("Cache-Control", strings.Join(directives, ", "))
+	addVary(h, "Authorization")
+	if c.proxyKey {
+		addVary(h, "X-Proxy-Key")
+	}
+}
+
+// addVary adds field to Vary unless it (or "*") is there already.
+func addVary(h http.Header, field string) {
+	for _, v := range h.Values("Vary") {
+		for _, f := range strings.Split(v, ",") {
+			f = strings.TrimSpace(f)
+			if f == "*" || strings.EqualFold(f, field) {
+				return
+			}
+		}
+	}
+	h.Add("Vary", field)
+}
+
+// activeRequests counts requests in progress; wait returns when none is
+// left or ctx ends. Unlike a sync.WaitGroup it may be waited on while new
+// requests still arrive.
+type activeRequests struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil when nobody waits
+}
+
+func (a *activeRequests) add() {
+	a.mu.Lock()
+	a.n++
+	a.mu.Unlock()
+}
+
+func (a *activeRequests) done() {
+	a.mu.Lock()
+	a.n--
+	if a.n == 0 && a.idle != nil {
+		close(a.idle)
+		a.idle = nil
+	}
+	a.mu.Unlock()
+}
+
+// wait reports whether every request ended before ctx did.
+func (a *activeRequests) wait(ctx context.Context) bool {
+	a.mu.Lock()
+	if a.n == 0 {
+		a.mu.Unlock()
+		return true
+	}
+	if a.idle == nil {
+		a.idle = make(chan struct{})
+	}
+	idle := a.idle
+	a.mu.Unlock()
+	select {
+	case <-idle:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -182,6 +182,22 @@ func parseResolve(p string) (ref *fileRef, ok bool, err *apiError) {
 	return &fileRef{repoType: typ, repoID: strings.Join(repo, "/"), revision: rev, path: strings.Join(segs[revIdx+1:], "/")}, true, nil
 }
 
+// parseQuery parses the query of a download route. url.Query drops pairs
+// it cannot decode, so ?revision=% would silently serve main: a malformed
+// query, or a parameter we read given twice, is refused instead.
+func parseQuery(raw string) (url.Values, *apiError) {
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return nil, badRequest("InvalidQuery", "malformed query string")
+	}
+	for _, k := range []string{"revision", "repo", "repo_type", "filename"} {
+		if len(q[k]) > 1 {
+			return nil, badRequest("InvalidQuery", "query parameter "+k+" given more than once")
+		}
+	}
+	return q, nil
+}
+
 // parseRepoType reads ?repo_type= (model, dataset, space, or their plurals).
 func parseRepoType(s string) (string, *apiError) {
 	switch s {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,6 +39,7 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	active  activeRequests
 	handler http.Handler
 }
 
@@ -74,7 +76,7 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
-	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics)
+	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
 
@@ -88,8 +90,55 @@ func (s *Server) MetricsHandler() http.Handler { return s.metrics.Handler() }
 // Metrics returns the server's metrics (for wiring the engine's hooks).
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
+// maxRequestBody bounds a request body: the largest paths-info query we
+// forward (thousands of paths), far below anything that could hurt.
+const maxRequestBody = 4 << 20
+
+// guardBody bounds a request body in time and size. http.Server's
+// ReadTimeout cannot do it: it would also cut multi-hour downloads. So a
+// request that has a body gets a read deadline of Config.BodyTimeout on
+// its connection and a size cap; a handler that reads the body (paths-info)
+// lifts the deadline when done, any other answer closes the connection, so
+// that the server's discard of an unread body ends at the deadline too.
+func (s *Server) guardBody(w http.ResponseWriter, r *http.Request) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return
+	}
+	d := s.cfg.BodyTimeout
+	if d <= 0 {
+		d = DefaultBodyTimeout
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+	w.Header().Set("Connection", "close")
+}
+
+// readBody reads a body guarded by guardBody and lifts its deadline. The
+// errors are answers: 413 past maxRequestBody, 408 past the deadline.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *apiError) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return nil, newAPIError(http.StatusRequestEntityTooLarge, "RequestTooLarge", "request body too large")
+		case isTimeout(err):
+			e := newAPIError(http.StatusRequestTimeout, "RequestTimeout", "the request body did not arrive in time")
+			e.cause = err
+			return nil, e
+		}
+		e := badRequest("InvalidBody", "could not read the request body")
+		e.cause = err
+		return nil, e
+	}
+	_ = http.NewResponseController(w).SetReadDeadline(time.Time{})
+	w.Header().Del("Connection")
+	return b, nil
+}
+
 // route dispatches on the escaped path; see the package doc for the table.
 func (s *Server) route(w http.ResponseWriter, r *http.Request) {
+	s.guardBody(w, r)
 	p := r.URL.EscapedPath()
 	switch {
 	case p == "/health":
@@ -109,7 +158,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if !s.getOrHead(w, r) {
 			return
 		}
-		ref, err := parseDownload(strings.TrimPrefix(p, "/download/"), r.URL.Query())
+		q, err := parseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ref, err := parseDownload(strings.TrimPrefix(p, "/download/"), q)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -120,7 +174,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		if !s.getOrHead(w, r) {
 			return
 		}
-		ref, err := parseDownloadHash(strings.TrimPrefix(p, "/download-hash/"), r.URL.Query())
+		q, err := parseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, r, err)
+			return
+		}
+		ref, err := parseDownloadHash(strings.TrimPrefix(p, "/download-hash/"), q)
 		if err != nil {
 			writeError(w, r, err)
 			return
@@ -130,6 +189,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		ref, ok, err := parseResolve(strings.TrimPrefix(p, "/"))
 		if !ok {
 			setRoute(r, "other")
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				// git and LFS uploads ({repo}.git/info/lfs/...) and any
+				// other write land here: say why they fail
+				writeError(w, r, errReadOnly())
+				return
+			}
 			writeError(w, r, newAPIError(http.StatusNotFound, "NotFound", "no such route; see / for usage"))
 			return
 		}
@@ -183,6 +248,14 @@ func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	}
 }
 
+// cutLogWait bounds the wait, after the drain deadline, for the requests
+// that were cut to end and log.
+const cutLogWait = 5 * time.Second
+
+// errDrainDeadline is the cause of the context of requests cut at the
+// drain deadline.
+var errDrainDeadline = errors.New("cut at the drain deadline")
+
 // ErrDrainTimeout is returned by Serve when in-flight requests were still
 // running at the drain deadline and had to be cut.
 var ErrDrainTimeout = errors.New("drain deadline passed with requests in flight")
@@ -194,6 +267,11 @@ var ErrDrainTimeout = errors.New("drain deadline passed with requests in flight"
 // if requests had to be cut, or the error that stopped a listener.
 func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	hs := s.httpServer(s.handler)
+	// Requests run under base so that the drain deadline can end them all
+	// with errDrainDeadline as the cause (their log lines say so).
+	base, cut := context.WithCancelCause(context.Background())
+	defer cut(nil)
+	hs.BaseContext = func(net.Listener) context.Context { return base }
 	var ms *http.Server
 	if metricsLn != nil {
 		ms = s.httpServer(s.metrics.Handler())
@@ -227,7 +305,15 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	err := hs.Shutdown(dctx)
 	if err != nil {
 		s.log.Warn("drain deadline passed; closing connections", "in_flight", s.adm.inFlight())
+		cut(errDrainDeadline)
 		hs.Close()
+		// Close does not wait for handlers: give the cut ones a moment
+		// to write their request log lines before the process exits.
+		wctx, wcancel := context.WithTimeout(context.Background(), cutLogWait)
+		if !s.active.wait(wctx) {
+			s.log.Warn("requests still running after the drain deadline", "in_flight", s.adm.inFlight())
+		}
+		wcancel()
 		err = ErrDrainTimeout
 	}
 	if ms != nil {
