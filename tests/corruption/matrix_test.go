@@ -125,69 +125,77 @@ func exact(t *testing.T, what string, o outcome, r read) {
 //  1. while the Hub damages the chunk, each client (Go, Go with TE:
 //     trailers, curl) reads the whole file, a range inside the damaged
 //     chunk and a range elsewhere: no whole-file read completes;
-//  2. once the Hub is healthy, each client reads the same: every byte is
-//     right, whatever the cache kept during step 1;
-//  3. with a cache: a server restarted on the same directory serves the
-//     three reads right, some of it from its cache;
-//  4. with S3: a second server, on an empty disk and the same bucket,
-//     serves them right, some of it from the bucket.
+//  2. the Hub heals. What the cache tiers kept during step 1 must give no
+//     wrong byte: a second server on an empty disk and the same bucket
+//     (disk+S3) reads first; then the same server, each client; then
+//     (disk) a server on a copy of the cache directory taken at the end
+//     of step 1 (what a crash would have left), and the same server
+//     restarted on its directory (after the healthy reads of step 2, it
+//     must serve from its cache).
 func TestCorruptMatrix(t *testing.T) {
 	t.Parallel()
 	for _, s := range schemes {
-		for _, pos := range positions {
-			for _, mode := range []cacheMode{noCache, diskCache, s3Cache} {
-				t.Run(fmt.Sprintf("%s/%s/%s", s.name, pos.name, mode), func(t *testing.T) {
-					f := newFile(t, s)
-					st := newStack(t, mode)
-					p := st.start(nil)
-					corr := corrupt(t, f, pos.index(len(f.chunks)))
-					whole, inside, elsewhere := readsOf(f, corr)
-					u := p.url + f.downloadPath()
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			for _, pos := range positions {
+				for _, mode := range []cacheMode{noCache, diskCache, s3Cache} {
+					t.Run(fmt.Sprintf("%s/%s", pos.name, mode), func(t *testing.T) {
+						f := newFile(t, s)
+						st := newStack(t, mode)
+						p := st.start(nil)
+						corr := corrupt(t, f, pos.index(len(f.chunks)))
+						whole, inside, elsewhere := readsOf(f, corr)
+						reads := []read{inside, elsewhere, whole}
 
-					for _, c := range clients {
-						mustFail(t, fmt.Sprintf("corrupt, %s, whole", c), c.get(t, u, nil), f.data)
-						wellFormed(t, fmt.Sprintf("corrupt, %s, inside", c), c.get(t, u, inside.rng), inside)
-						rightOrFail(t, fmt.Sprintf("corrupt, %s, elsewhere", c), c.get(t, u, elsewhere.rng), elsewhere)
-					}
-
-					heal(t, f, corr)
-					for _, c := range clients {
-						for _, r := range []read{inside, elsewhere, whole} {
-							exact(t, fmt.Sprintf("healed, %s, %s", c, r.name), c.get(t, u, r.rng), r)
+						u := p.url + f.downloadPath()
+						for _, c := range clients {
+							mustFail(t, fmt.Sprintf("corrupt, %s, whole", c), c.get(t, u, nil), f.data)
+							wellFormed(t, fmt.Sprintf("corrupt, %s, inside", c), c.get(t, u, inside.rng), inside)
+							rightOrFail(t, fmt.Sprintf("corrupt, %s, elsewhere", c), c.get(t, u, elsewhere.rng), elsewhere)
 						}
-					}
-					if mode == noCache {
-						return
-					}
+						var crashed string
+						if mode != noCache {
+							p.flush()
+							crashed = copyDir(t, st.cfg.CacheDir)
+						}
 
-					p.stop()
-					p = st.start(nil)
-					u = p.url + f.downloadPath()
-					for _, r := range []read{inside, elsewhere, whole} {
-						exact(t, "restarted, "+r.name, goPlain.get(t, u, r.rng), r)
-					}
-					if p.metric(`xetproxy_download_source_bytes_total{source="cache"}`) == 0 {
-						t.Error("premise: the restarted server served nothing from its cache")
-					}
-					if mode != s3Cache {
-						return
-					}
+						heal(t, f, corr)
+						if mode == s3Cache {
+							q := st.start(func(c *server.Config) { c.CacheDir = t.TempDir() })
+							for _, r := range reads {
+								exact(t, "healed, second instance, "+r.name, goPlain.get(t, q.url+f.downloadPath(), r.rng), r)
+							}
+							q.consulted("s3")
+							q.stop()
+						}
+						for _, c := range clients {
+							for _, r := range reads {
+								exact(t, fmt.Sprintf("healed, %s, %s", c, r.name), c.get(t, u, r.rng), r)
+							}
+						}
+						if mode != diskCache {
+							return // disk+S3: its disk tier behaves as in disk mode
+						}
 
-					p.flush()
-					if st.objects() == 0 {
-						t.Fatal("premise: nothing written to the bucket")
-					}
-					q := st.start(func(c *server.Config) { c.CacheDir = t.TempDir() })
-					u = q.url + f.downloadPath()
-					for _, r := range []read{inside, elsewhere, whole} {
-						exact(t, "second instance, "+r.name, goPlain.get(t, u, r.rng), r)
-					}
-					if q.metric(`xetproxy_cache_tier_hits_total{tier="s3"}`) == 0 {
-						t.Error("premise: the second instance found nothing in the bucket")
-					}
-				})
+						q := st.start(func(c *server.Config) { c.CacheDir = crashed })
+						for _, r := range reads {
+							exact(t, "healed, after a crash, "+r.name, goPlain.get(t, q.url+f.downloadPath(), r.rng), r)
+						}
+						q.consulted("disk")
+						q.stop()
+
+						p.stop()
+						p = st.start(nil)
+						for _, r := range reads {
+							exact(t, "healed, restarted, "+r.name, goPlain.get(t, p.url+f.downloadPath(), r.rng), r)
+						}
+						if p.metric(`xetproxy_download_source_bytes_total{source="cache"}`) == 0 {
+							t.Error("premise: the restarted server served nothing from its cache")
+						}
+					})
+				}
 			}
-		}
+		})
 	}
 }
 
@@ -200,42 +208,45 @@ func TestCorruptMatrix(t *testing.T) {
 func TestCorruptWarmCache(t *testing.T) {
 	t.Parallel()
 	for _, s := range schemes {
-		for _, pos := range positions {
-			for _, mode := range []cacheMode{diskCache, s3Cache} {
-				t.Run(fmt.Sprintf("%s/%s/%s", s.name, pos.name, mode), func(t *testing.T) {
-					f := newFile(t, s)
-					st := newStack(t, mode)
-					p := st.start(nil)
-					exact(t, "warming", goPlain.get(t, p.url+f.downloadPath(), nil), read{name: "whole", want: f.data})
-					if mode == s3Cache {
-						p.flush()
-						if st.objects() == 0 {
-							t.Fatal("premise: nothing written to the bucket")
+		t.Run(s.name, func(t *testing.T) {
+			t.Parallel()
+			for _, pos := range positions {
+				for _, mode := range []cacheMode{diskCache, s3Cache} {
+					t.Run(fmt.Sprintf("%s/%s", pos.name, mode), func(t *testing.T) {
+						f := newFile(t, s)
+						st := newStack(t, mode)
+						p := st.start(nil)
+						exact(t, "warming", goPlain.get(t, p.url+f.downloadPath(), nil), read{name: "whole", want: f.data})
+						if mode == s3Cache {
+							p.flush()
+							if st.objects() == 0 {
+								t.Fatal("premise: nothing written to the bucket")
+							}
 						}
-					}
-					corr := corrupt(t, f, pos.index(len(f.chunks)))
-					whole, inside, elsewhere := readsOf(f, corr)
-					check := func(p *instance, when string) {
-						t.Helper()
-						u := p.url + f.downloadPath()
-						before := p.metric(`xetproxy_download_source_bytes_total{source="cache"}`)
-						exact(t, when+", inside", goPlain.get(t, u, inside.rng), inside)
-						if p.metric(`xetproxy_download_source_bytes_total{source="cache"}`) < before+float64(len(inside.want)) {
-							t.Errorf("premise: %s: the range inside the damaged chunk was not served from the cache", when)
+						corr := corrupt(t, f, pos.index(len(f.chunks)))
+						whole, inside, elsewhere := readsOf(f, corr)
+						check := func(p *instance, when string) {
+							t.Helper()
+							u := p.url + f.downloadPath()
+							before := p.metric(`xetproxy_download_source_bytes_total{source="cache"}`)
+							exact(t, when+", inside", goPlain.get(t, u, inside.rng), inside)
+							if p.metric(`xetproxy_download_source_bytes_total{source="cache"}`) < before+float64(len(inside.want)) {
+								t.Errorf("premise: %s: the range inside the damaged chunk was not served from the cache", when)
+							}
+							exact(t, when+", elsewhere", goTrailers.get(t, u, elsewhere.rng), elsewhere)
+							exact(t, when+", whole", goPlain.get(t, u, nil), whole)
 						}
-						exact(t, when+", elsewhere", goTrailers.get(t, u, elsewhere.rng), elsewhere)
-						exact(t, when+", whole", goPlain.get(t, u, nil), whole)
-					}
-					check(p, "same server")
-					p.stop()
-					if mode == diskCache {
-						check(st.start(nil), "restarted")
-					} else {
-						check(st.start(func(c *server.Config) { c.CacheDir = t.TempDir() }), "second instance")
-					}
-				})
+						check(p, "same server")
+						p.stop()
+						if mode == diskCache {
+							check(st.start(nil), "restarted")
+						} else {
+							check(st.start(func(c *server.Config) { c.CacheDir = t.TempDir() }), "second instance")
+						}
+					})
+				}
 			}
-		}
+		})
 	}
 }
 
