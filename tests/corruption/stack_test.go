@@ -285,14 +285,14 @@ const (
 	s3Cache   cacheMode = "disk+s3"
 )
 
-// stack is the servers of one test: a proxy, and for s3Cache a bucket of
-// its own on gofakes3.
+// stack is the configuration of the servers of one test (a cache
+// directory of its own; for s3Cache also a bucket of its own on gofakes3),
+// from which it starts them.
 type stack struct {
-	t       *testing.T
-	mode    cacheMode
-	cfg     server.Config
-	bucket  *s3mem.Backend
-	proxies []*instance
+	t      *testing.T
+	mode   cacheMode
+	cfg    server.Config
+	bucket *s3mem.Backend
 }
 
 const bucketName = "xetproxy-cache"
@@ -331,9 +331,7 @@ func (st *stack) start(mod func(*server.Config)) *instance {
 	if mod != nil {
 		mod(&cfg)
 	}
-	p := startProxy(st.t, cfg)
-	st.proxies = append(st.proxies, p)
-	return p
+	return startProxy(st.t, cfg)
 }
 
 // objects counts the entries in the stack's bucket.
