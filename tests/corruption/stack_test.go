@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -405,28 +406,31 @@ func (p *instance) consulted(tier string) {
 }
 
 // copyDir copies the tree under dir to a new directory, as a crash at
-// this moment would leave it, and returns its path.
+// this moment would leave it, and returns its path. A file removed while
+// it copies (a purge) is left out.
 func copyDir(t *testing.T, dir string) string {
 	t.Helper()
 	dst := t.TempDir()
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, path)
 		to := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
 		if d.IsDir() {
-			return os.MkdirAll(to, info.Mode().Perm())
+			return os.MkdirAll(to, 0o700)
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(to, b, info.Mode().Perm())
+		return os.WriteFile(to, b, 0o600)
 	})
 	if err != nil {
 		t.Fatal(err)
