@@ -70,6 +70,7 @@ func mustFail(t *testing.T, what string, o outcome, want []byte) {
 		t.Errorf("%s: a complete answer of wrong bytes: %v, first wrong byte at %d", what, o, firstDiff(o.body, want))
 	default:
 		checkFailure(t, what, o)
+		t.Logf("%s: failed as it must: %v", what, o)
 	}
 }
 
