@@ -23,6 +23,10 @@
 // matches are plain git files; everything else goes to Xet. StorageXet and
 // StoragePlain force it. New repos get the Hub's default .gitattributes
 // (*.bin, *.safetensors... go to LFS/Xet) unless RepoSpec.NoGitAttributes.
+// FileSpec.Compression overrides Config.Compression for one file's new
+// chunks (random data stays SchemeNone whatever the policy; text takes LZ4,
+// bf16-like weights BG4). FileChunks(hash) lists where each chunk of a Xet
+// file is stored: xorb, index, offset and stored header (scheme, lengths).
 //
 // # Ingestion
 //
@@ -91,6 +95,8 @@
 //	InjectFault(Fault{...})            the general form (Nth+Times, Fraction+Seed)
 //	TruncateBodies(class, after, n)    cut n bodies after `after` bytes (abort)
 //	CorruptXorb(hash, off, n)          flip stored bytes when they are served
+//	CorruptChunk(file, k)              flip one payload byte of chunk k of a file,
+//	                                   one that still decodes; .Heal() ends it
 //	DisableV2(true)                    v2 endpoints answer 404
 //	ForbidOncePerURL(true)             first fetch of each xorb URL gets 403
 //	SetMaxRangesPerURL(n)              split v2 fetch entries

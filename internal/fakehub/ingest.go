@@ -44,12 +44,18 @@ type chunkResult struct {
 // hash, deduplicate against every stored chunk, pack new chunks into xorbs
 // (compressed by the Hub's policy), store them with their footer, then
 // build a shard for the file and register it exactly as an uploaded shard.
+func (h *Hub) ingest(ctx context.Context, r io.Reader) (*ingested, error) {
+	return h.ingestWith(ctx, r, h.policy)
+}
+
+// ingestWith is ingest with the compression policy of the file's new
+// chunks.
 //
 // It runs as a pipeline: one goroutine chunks (and computes the SHA-256),
 // GOMAXPROCS workers hash and compress chunks, and the caller's goroutine
 // packs them in order. Memory stays bounded by the in-flight window and one
 // xorb under construction.
-func (h *Hub) ingest(ctx context.Context, r io.Reader) (*ingested, error) {
+func (h *Hub) ingestWith(ctx context.Context, r io.Reader, policy xorb.Policy) (*ingested, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
@@ -96,7 +102,7 @@ func (h *Hub) ingest(ctx context.Context, r io.Reader) (*ingested, error) {
 				res := chunkResult{seq: j.seq, data: j.data, hash: merklehash.ChunkHash(*j.data)}
 				if _, known := h.store.chunk(res.hash); !known {
 					enc := encBufs.Get().(*[]byte)
-					*enc = xorb.AppendChunk((*enc)[:0], *j.data, h.policy)
+					*enc = xorb.AppendChunk((*enc)[:0], *j.data, policy)
 					res.enc = enc
 				}
 				select {
@@ -112,7 +118,7 @@ func (h *Hub) ingest(ctx context.Context, r io.Reader) (*ingested, error) {
 		close(results)
 	}()
 
-	p := newPacker(h)
+	p := newPacker(h, policy)
 	early := make(map[int]chunkResult)
 	next := 0
 	var err error
@@ -198,7 +204,8 @@ type openTerm struct {
 // xorbs are stored by a writer goroutine (one at a time) while packing
 // goes on in a fresh buffer.
 type packer struct {
-	h *Hub
+	h      *Hub
+	policy xorb.Policy
 
 	file    merklehash.Builder
 	size    int64
@@ -229,8 +236,8 @@ type chunkRef struct {
 	idx uint32
 }
 
-func newPacker(h *Hub) *packer {
-	p := &packer{h: h, local: make(map[merklehash.Hash]chunkRef),
+func newPacker(h *Hub, policy xorb.Policy) *packer {
+	p := &packer{h: h, policy: policy, local: make(map[merklehash.Hash]chunkRef),
 		writes: make(chan *xorb.Xorb), written: make(chan struct{})}
 	go p.writer()
 	return p
@@ -293,7 +300,7 @@ func (p *packer) add(res chunkResult) error {
 		if res.enc != nil {
 			enc = *res.enc
 		} else {
-			enc = xorb.AppendChunk(nil, data, p.h.policy)
+			enc = xorb.AppendChunk(nil, data, p.policy)
 		}
 		if p.region == nil {
 			p.region = p.h.regionBuf()

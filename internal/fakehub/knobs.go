@@ -43,6 +43,7 @@ type corruption struct {
 	xorb   merklehash.Hash // zero = every xorb
 	offset int64           // in the stored xorb object
 	n      int64
+	id     uint64 // CorruptChunk's, for Heal; 0 for CorruptXorb
 }
 
 // knobs holds the runtime test settings.
@@ -54,6 +55,7 @@ type knobs struct {
 	faults     []*faultState
 	trunc      map[Class]*truncation
 	corrupt    []corruption
+	seq        uint64 // last corruption id
 	noV2       bool
 	forbidOnce bool
 	forbidden  map[string]bool

@@ -2,6 +2,7 @@ package fakehub
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/xettest"
 	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
@@ -282,5 +284,126 @@ func TestRequestLogRing(t *testing.T) {
 	log := h.Requests()
 	if len(log) != 3 || !strings.HasSuffix(log[0].Path, "x2") || !strings.HasSuffix(log[2].Path, "x4") {
 		t.Fatalf("ring: %v %v %v", log[0].Path, log[1].Path, log[2].Path)
+	}
+}
+
+// textBytes returns n bytes of text: words of a small vocabulary, which LZ4
+// compresses.
+func textBytes(seed uint64, n int) []byte {
+	r := xettest.SplitMix64(seed, n)
+	words := strings.Fields("the of a xorb chunk hash merkle tree file proxy cache range byte stream verify decode")
+	var b []byte
+	for i := 0; len(b) < n; i++ {
+		b = append(b, words[int(r[i%len(r)])%len(words)]...)
+		b = append(b, " \n"[r[(i+1)%len(r)]&1])
+	}
+	return b[:n]
+}
+
+// TestCorruptChunk: files stored with each scheme on request, their chunks
+// listed where the CAS serves them, and one byte of chunk k damaged in a
+// way that still decodes, then healed.
+func TestCorruptChunk(t *testing.T) {
+	h, srv := testHub(t, Config{MaxXorbChunks: 3})
+	mustCreate(t, h, RepoSpec{ID: "org/m"})
+	c := &xetClient{t: t, srv: srv}
+	for _, tc := range []struct {
+		policy string
+		scheme xorb.Scheme
+		data   []byte
+	}{
+		{"none", xorb.SchemeNone, randomBytes(21, 600_000)},
+		{"lz4", xorb.SchemeLZ4, textBytes(22, 600_000)},
+		{"bg4", xorb.SchemeBG4LZ4, weights(23, 600_000)},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			path := tc.policy + ".bin"
+			if _, err := h.Commit(context.Background(), "org/m", CommitSpec{Files: []FileSpec{
+				{Path: path, Content: bytes.NewReader(tc.data), Storage: StorageXet, Compression: tc.policy}}}); err != nil {
+				t.Fatal(err)
+			}
+			var f File
+			files, _ := h.Files("org/m", "main")
+			for _, x := range files {
+				if x.Path == path {
+					f = x
+				}
+			}
+			chunks, err := h.FileChunks(f.XetHash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(chunks) < 5 {
+				t.Fatalf("%d chunks", len(chunks))
+			}
+			var off int64
+			xorbs := map[merklehash.Hash]bool{}
+			for i, ch := range chunks {
+				if ch.Index != i || ch.FileOffset != off || ch.Header.Scheme != tc.scheme || int(ch.Header.UncompressedLen) != ch.Size ||
+					ch.XorbChunks > 3 || ch.XorbIndex >= ch.XorbChunks {
+					t.Fatalf("chunk %d: %+v", i, ch)
+				}
+				off += int64(ch.Size)
+				xorbs[ch.Xorb] = true
+			}
+			if off != int64(len(tc.data)) || len(xorbs) < 2 {
+				t.Fatalf("chunks cover %d of %d bytes, %d xorbs", off, len(tc.data), len(xorbs))
+			}
+			for _, k := range []int{0, len(chunks) / 2, len(chunks) - 1} {
+				ch := chunks[k]
+				a, b := ch.FileOffset, ch.FileOffset+int64(ch.Size)-1
+				if got := c.download("org/m", f.XetHash, a, b); !bytes.Equal(got, tc.data[a:b+1]) {
+					t.Fatalf("chunk %d: clean download differs", k)
+				}
+				corr, err := h.CorruptChunk(f.XetHash, k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !corr.Decodes || corr.FirstWrong < a || corr.FirstWrong > b ||
+					corr.Offset < ch.PayloadOffset() || corr.Offset >= ch.PayloadOffset()+int64(ch.Header.CompressedLen) {
+					t.Fatalf("chunk %d: %+v", k, corr)
+				}
+				// The CAS serves a chunk that decodes (assemble fails on
+				// errors) to wrong bytes, from FirstWrong on.
+				got := c.download("org/m", f.XetHash, a, b)
+				if len(got) != len(tc.data[a:b+1]) || bytes.Equal(got, tc.data[a:b+1]) {
+					t.Fatalf("chunk %d: corrupted download has %d bytes, equal %v", k, len(got), bytes.Equal(got, tc.data[a:b+1]))
+				}
+				if i := corr.FirstWrong - a; !bytes.Equal(got[:i], tc.data[a:corr.FirstWrong]) || got[i] == tc.data[corr.FirstWrong] {
+					t.Fatalf("chunk %d: first wrong byte is not at %d", k, corr.FirstWrong)
+				}
+				// Other chunks stay intact; Heal ends it.
+				for _, o := range chunks {
+					if o.Xorb == ch.Xorb && o.Index != k {
+						oa, ob := o.FileOffset, o.FileOffset+int64(o.Size)-1
+						if !bytes.Equal(c.download("org/m", f.XetHash, oa, ob), tc.data[oa:ob+1]) {
+							t.Fatalf("chunk %d corrupted chunk %d too", k, o.Index)
+						}
+					}
+				}
+				corr.Heal()
+				if !bytes.Equal(c.download("org/m", f.XetHash, a, b), tc.data[a:b+1]) {
+					t.Fatalf("chunk %d: still corrupted after Heal", k)
+				}
+			}
+		})
+	}
+	// Heal leaves the other corruptions in place.
+	f := mustAdd(t, h, "org/m", "w.bin", randomBytes(24, 300_000), StorageXet)
+	one, err := h.CorruptChunk(f.XetHash, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	two, _ := h.CorruptChunk(f.XetHash, 1)
+	one.Heal()
+	if n := len(h.knobs.corruptions(two.Chunk.Xorb)); n != 1 {
+		t.Fatalf("%d corruptions left after healing one of two", n)
+	}
+	if _, err := h.CorruptChunk(f.XetHash, 1000); err == nil {
+		t.Fatal("chunk out of range accepted")
+	}
+	if _, err := h.Commit(context.Background(), "org/m", CommitSpec{Files: []FileSpec{
+		{Path: "x.bin", Content: bytes.NewReader([]byte("x")), Storage: StorageXet, Compression: "zstd"}}}); err == nil {
+		t.Fatal("unknown compression policy accepted")
 	}
 }

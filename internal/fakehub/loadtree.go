@@ -198,7 +198,7 @@ func (h *Hub) loadRepo(ctx context.Context, r treeRepo, manifest map[string]mani
 			return err
 		}
 		defer f.Close()
-		e, err := h.prepare(ctx, rules, rel, f, StorageAuto)
+		e, err := h.prepare(ctx, rules, rel, f, StorageAuto, h.policy)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}

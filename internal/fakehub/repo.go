@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
 // RepoType is the kind of a repo.
@@ -76,6 +77,10 @@ type FileSpec struct {
 	Content io.Reader                     // read once, streaming
 	Open    func() (io.ReadCloser, error) // used when Content is nil
 	Storage Storage
+	// Compression is the xorb compression policy of this file's new
+	// chunks ("auto", "none", "lz4", "bg4"); empty means the Hub's
+	// (Config.Compression). Chunks already stored keep their scheme.
+	Compression string
 }
 
 // CommitSpec is a change to one branch.
@@ -466,7 +471,13 @@ func (h *Hub) Commit(ctx context.Context, repoID string, cs CommitSpec) (string,
 			defer rc.Close()
 			r = rc
 		}
-		e, err := h.prepare(ctx, rules, fs.Path, r, fs.Storage)
+		policy := h.policy
+		if fs.Compression != "" {
+			if policy, err = xorb.ParsePolicy(fs.Compression); err != nil {
+				return "", fmt.Errorf("fakehub: %s: %w", fs.Path, err)
+			}
+		}
+		e, err := h.prepare(ctx, rules, fs.Path, r, fs.Storage, policy)
 		if err != nil {
 			return "", fmt.Errorf("fakehub: %s: %w", fs.Path, err)
 		}
@@ -533,8 +544,9 @@ func (h *Hub) apply(rp *repo, branch, title string, add []*entry, del []string, 
 var errConflict = errors.New("fakehub: parent commit is not the branch head")
 
 // prepare stores one file and returns its entry, choosing plain or Xet
-// storage by the Hub's rules when storage is StorageAuto.
-func (h *Hub) prepare(ctx context.Context, rules *lfsMatcher, path string, r io.Reader, storage Storage) (*entry, error) {
+// storage by the Hub's rules when storage is StorageAuto; policy compresses
+// its new chunks.
+func (h *Hub) prepare(ctx context.Context, rules *lfsMatcher, path string, r io.Reader, storage Storage, policy xorb.Policy) (*entry, error) {
 	switch storage {
 	case StoragePlain:
 		b, err := io.ReadAll(r)
@@ -543,7 +555,7 @@ func (h *Hub) prepare(ctx context.Context, rules *lfsMatcher, path string, r io.
 		}
 		return plainEntry(path, b, nil), nil
 	case StorageXet:
-		return h.xetEntry(ctx, path, r)
+		return h.xetEntry(ctx, path, r, policy)
 	}
 	sample := make([]byte, 512)
 	n, err := io.ReadFull(r, sample)
@@ -567,11 +579,11 @@ func (h *Hub) prepare(ctx context.Context, rules *lfsMatcher, path string, r io.
 	if int64(len(head)) < limit {
 		return plainEntry(path, head, nil), nil
 	}
-	return h.xetEntry(ctx, path, io.MultiReader(bytes.NewReader(head), r))
+	return h.xetEntry(ctx, path, io.MultiReader(bytes.NewReader(head), r), policy)
 }
 
-func (h *Hub) xetEntry(ctx context.Context, path string, r io.Reader) (*entry, error) {
-	in, err := h.ingest(ctx, r)
+func (h *Hub) xetEntry(ctx context.Context, path string, r io.Reader, policy xorb.Policy) (*entry, error) {
+	in, err := h.ingestWith(ctx, r, policy)
 	if err != nil {
 		return nil, err
 	}
