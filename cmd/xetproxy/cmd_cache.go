@@ -138,7 +138,8 @@ Sums up a cache directory: entries and manifests (what --cache-size
 bounds), the distinct xorbs and how many have a manifest (their entries
 are checked chunk by chunk on every read), temporary files, each staging
 folder with whether its process runs ("live": its lock is held; "stale":
-'xetproxy cache prune' removes it) and old layouts.
+'xetproxy cache prune' removes it; a folder created less than a minute ago
+is presumed live, as its process may not hold its lock yet) and old layouts.
 `
 
 type duJSON struct {
@@ -159,11 +160,14 @@ type duJSON struct {
 }
 
 type stagingJSON struct {
-	Path  string `json:"path"`
-	PID   int    `json:"pid,omitempty"`
-	Live  bool   `json:"live"`
-	Files int    `json:"files"`
-	Bytes int64  `json:"bytes"`
+	Path string `json:"path"`
+	PID  int    `json:"pid,omitempty"`
+	Live bool   `json:"live"`
+	// Recent: created less than a minute ago, lock not probed, presumed
+	// live.
+	Recent bool  `json:"recent,omitempty"`
+	Files  int   `json:"files"`
+	Bytes  int64 `json:"bytes"`
 }
 
 type oldJSON struct {
@@ -231,7 +235,7 @@ func runCacheDu(ctx context.Context, e env, args []string) int {
 		d.TempBytes += f.Size
 	}
 	for _, f := range s.Staging {
-		d.Staging = append(d.Staging, stagingJSON{Path: rel(c.dir, f.Path), PID: f.PID, Live: f.Live, Files: f.Files, Bytes: f.Bytes})
+		d.Staging = append(d.Staging, stagingJSON{Path: rel(c.dir, f.Path), PID: f.PID, Live: f.Live, Recent: f.Recent, Files: f.Files, Bytes: f.Bytes})
 	}
 	for _, o := range s.OldLayouts {
 		d.OldLayouts = append(d.OldLayouts, oldJSON{Path: rel(c.dir, o.Path), Files: o.Files, Bytes: o.Bytes})
@@ -272,6 +276,9 @@ func runCacheDu(ctx context.Context, e env, args []string) int {
 			state = "live"
 			if f.PID > 0 {
 				state += fmt.Sprintf(" (pid %d)", f.PID)
+			}
+			if f.Recent {
+				state += ", new: not probed"
 			}
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", rel(c.dir, f.Path), plural(f.Files, "file"), humanBytes(f.Bytes), state)

@@ -77,8 +77,14 @@ type StagingFolder struct {
 	// PID is the process that created it, from its name (0 when the name
 	// does not start with one).
 	PID int
-	// Live is true when its lock is held: its process is running.
+	// Live is true when its lock is held: its process is running. A
+	// folder created less than a minute ago is presumed live (Recent).
 	Live bool
+	// Recent is true for a folder created less than a minute ago, whose
+	// lock is not probed: its process may be between creating the lock
+	// file and taking the lock, and a probe holding it at that instant
+	// would make the process fail.
+	Recent bool
 	// Locked is false for a folder without a lock file (being created, or
 	// debris).
 	Locked  bool
@@ -127,8 +133,8 @@ func sumSize(fs []DirFile) int64 {
 // ScanDir lists the cache directory dir as a Disk store lays it out: its
 // entries and manifests (names and sizes only, no reads), temporary files,
 // staging folders with whether their process runs, and old layouts. It
-// changes nothing, except that probing a staging folder's lock takes it for
-// an instant when it is free. A dir that does not exist is an error; one
+// changes nothing, except that probing the lock of a staging folder older
+// than a minute takes it for an instant when it is free. A dir that does not exist is an error; one
 // without the sub-directories is an empty cache.
 func ScanDir(ctx context.Context, dir string) (*DirScan, error) {
 	info, err := os.Stat(dir)
@@ -201,7 +207,11 @@ func keyLess(a, b Key) bool {
 	return a.End < b.End
 }
 
-// scanStaging lists the staging folders under root and probes their locks.
+// scanStaging lists the staging folders under root and probes the locks of
+// those older than a minute. A process creates its folder, then the lock
+// file, then takes the lock at once; the folder's modification time does
+// not change afterwards (the store writes into sub-directories), so a
+// folder older than a minute whose lock is free has no process.
 func scanStaging(root string) ([]StagingFolder, error) {
 	ents, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -224,7 +234,12 @@ func scanStaging(root string) ([]StagingFolder, error) {
 		if pid, _, ok := strings.Cut(de.Name(), "-"); ok {
 			f.PID, _ = strconv.Atoi(pid)
 		}
-		f.Locked, f.Live = probeStaging(p)
+		if time.Since(f.ModTime) < time.Minute {
+			_, err := os.Stat(filepath.Join(p, stagingLockName))
+			f.Locked, f.Live, f.Recent = err == nil, true, true
+		} else {
+			f.Locked, f.Live = probeStaging(p)
+		}
 		f.Files, f.Bytes = du(p)
 		out = append(out, f)
 	}

@@ -134,6 +134,10 @@ func TestScanDir(t *testing.T) {
 	putManifest(t, d, a.m)
 	live := makeStaging(t, dir, "4242-live", true)
 	dead := makeStaging(t, dir, "4343-dead", false)
+	young := makeStaging(t, dir, "4444-young", false)
+	for _, p := range []string{live, dead} {
+		setMtime(t, p, time.Now().Add(-time.Hour))
+	}
 	writeFile(t, filepath.Join(filepath.Dir(entryPath(dir, ents[0].Key())), ".tmp-123"), []byte("partial"))
 	old := filepath.Join(dir, "chunks-v1", "ab")
 	if err := os.MkdirAll(old, 0o700); err != nil {
@@ -174,18 +178,23 @@ func TestScanDir(t *testing.T) {
 	if len(s.Temp) != 1 || s.Temp[0].Size != int64(len("partial")) {
 		t.Errorf("temp files %+v, want the one", s.Temp)
 	}
-	if len(s.Staging) != 2 {
-		t.Fatalf("staging folders %+v, want 2", s.Staging)
+	if len(s.Staging) != 3 {
+		t.Fatalf("staging folders %+v, want 3", s.Staging)
 	}
 	for _, f := range s.Staging {
 		switch f.Path {
 		case live:
-			if !f.Live || !f.Locked || f.PID != 4242 {
+			if !f.Live || !f.Locked || f.Recent || f.PID != 4242 {
 				t.Errorf("live folder: %+v", f)
 			}
 		case dead:
-			if f.Live || !f.Locked || f.PID != 4343 {
+			if f.Live || !f.Locked || f.Recent || f.PID != 4343 {
 				t.Errorf("dead folder: %+v", f)
+			}
+		case young:
+			// Not probed: presumed live.
+			if !f.Live || !f.Locked || !f.Recent || f.PID != 4444 {
+				t.Errorf("young folder: %+v", f)
 			}
 		default:
 			t.Errorf("unexpected folder %s", f.Path)
@@ -197,13 +206,29 @@ func TestScanDir(t *testing.T) {
 	if len(s.OldLayouts) != 1 || s.OldLayouts[0].Bytes != 300 {
 		t.Errorf("old layouts %+v", s.OldLayouts)
 	}
-	// Listing changed nothing: the temp file is there, the dead folder
-	// too, and the live one's lock is still held.
+	// Listing changed nothing: the temporary file and the dead folder are
+	// there, the dead folder's lock is free again (a server could take
+	// it), the live one's still held.
 	if _, err := os.Stat(dead); err != nil {
 		t.Error("the scan removed a staging folder")
 	}
-	if s2, _ := cache.ScanDir(ctx, dir); len(s2.Temp) != 1 || len(s2.Staging) != 2 || !s2.Staging[0].Live && !s2.Staging[1].Live {
-		t.Error("a second scan sees another directory")
+	lf, err := os.Open(filepath.Join(dead, ".lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Errorf("the dead folder's lock after the scan: %v", err)
+	}
+	syscall.Flock(int(lf.Fd()), syscall.LOCK_UN)
+	s2, err := cache.ScanDir(ctx, dir)
+	if err != nil || len(s2.Temp) != 1 || len(s2.Staging) != 3 {
+		t.Errorf("a second scan sees another directory: %v", err)
+	}
+	for _, f := range s2.Staging {
+		if f.Path == live && !f.Live {
+			t.Error("the live folder's lock is no longer held")
+		}
 	}
 
 	if _, err := cache.ScanDir(ctx, filepath.Join(dir, "missing")); err == nil {
