@@ -75,7 +75,10 @@ func (r *VerifyReport) Failed() bool { return len(r.Failures) > 0 }
 //     chunk hash;
 //   - an entry of a xorb whose manifest passed must agree with it chunk by
 //     chunk (hash and size), which catches an entry rewritten with
-//     consistent hashes and checksums.
+//     consistent hashes and checksums. For a one-chunk xorb, whose manifest
+//     proves the chunk hash but not its size (see Manifest), a chunk that
+//     hashes to the xorb hash proves a differing manifest size wrong: the
+//     manifest fails, not the entry.
 //
 // Files are read one at a time, a xorb's manifest before its entries, so
 // memory stays within one entry and one manifest. With opt.Delete a failed
@@ -114,12 +117,15 @@ func VerifyDir(ctx context.Context, dir string, opt VerifyOptions) (*VerifyRepor
 		} else {
 			xorb = ents[0].Key.Xorb
 		}
-		var m *Manifest
+		var (
+			m     *Manifest
+			mf    DirFile
+			minfo os.FileInfo
+		)
 		if len(mans) > 0 && mans[0].Key.Xorb == xorb {
-			mf := mans[0]
+			mf = mans[0]
 			mans = mans[1:]
-			var info os.FileInfo
-			m, info, err = verifyManifestFile(mf)
+			m, minfo, err = verifyManifestFile(mf)
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
 				r.Vanished++
@@ -127,10 +133,10 @@ func VerifyDir(ctx context.Context, dir string, opt VerifyOptions) (*VerifyRepor
 				r.Manifests++
 			case errors.Is(err, errCorrupt):
 				r.Manifests++
-				fail(mf, CheckStored, err, info)
+				fail(mf, CheckStored, err, minfo)
 			default:
 				r.Manifests++
-				fail(mf, CheckRead, err, info)
+				fail(mf, CheckRead, err, minfo)
 			}
 		}
 		for ; len(ents) > 0 && ents[0].Key.Xorb == xorb; ents = ents[1:] {
@@ -139,6 +145,13 @@ func VerifyDir(ctx context.Context, dir string, opt VerifyOptions) (*VerifyRepor
 			}
 			f := ents[0]
 			e, info, check, err := verifyEntryFile(f, m)
+			var wrongSize *oneChunkSizeError
+			if errors.As(err, &wrongSize) {
+				// The entry is the whole xorb, proven by its hash: the
+				// manifest's unproven size is what is wrong.
+				fail(mf, CheckStored, wrongSize, minfo)
+				m, err = nil, nil
+			}
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
 				r.Vanished++
@@ -203,6 +216,9 @@ func verifyEntryFile(f DirFile, m *Manifest) (e *Entry, info os.FileInfo, check 
 	if k.End > m.Len() {
 		return nil, info, CheckManifest, fmt.Errorf("cache: %s: chunks up to %d, the manifest has %d", k, k.End, m.Len())
 	}
+	if m.Len() == 1 && k.Start == 0 && k.End == 1 && e.Hashes[0] == m.Xorb && uint32(len(e.Data)) != m.Sizes[0] {
+		return e, info, CheckManifest, &oneChunkSizeError{Xorb: m.Xorb, Manifest: m.Sizes[0], Chunk: uint32(len(e.Data))}
+	}
 	for i := k.Start; i < k.End; i++ {
 		if size := uint32(len(e.Chunk(i))); !m.Check(i, e.Hashes[i-k.Start], size) {
 			return nil, info, CheckManifest, fmt.Errorf("cache: %s: chunk %d (hash %s, %d bytes) is not the manifest's (hash %s, %d bytes)",
@@ -210,6 +226,19 @@ func verifyEntryFile(f DirFile, m *Manifest) (e *Entry, info os.FileInfo, check 
 		}
 	}
 	return e, info, "", nil
+}
+
+// oneChunkSizeError reports the manifest of a one-chunk xorb whose chunk
+// size disagrees with the chunk itself. The Merkle root of one chunk is its
+// hash, without its size, so ParseManifest cannot catch a wrong size; an
+// entry whose chunk hashes to the xorb hash proves the size wrong.
+type oneChunkSizeError struct {
+	Xorb            merklehash.Hash
+	Manifest, Chunk uint32
+}
+
+func (e *oneChunkSizeError) Error() string {
+	return fmt.Sprintf("cache: manifest of %s: one chunk of %d bytes, the chunk (which hashes to the xorb hash) is %d bytes", e.Xorb, e.Manifest, e.Chunk)
 }
 
 // removeIfSame removes path if it is still the file described by info (a

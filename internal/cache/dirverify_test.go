@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -175,5 +176,46 @@ func TestVerifyDirDamage(t *testing.T) {
 	}
 	if r.Failed() || r.Entries != 3 || r.Manifests != 2 || r.WithManifest != 1 {
 		t.Errorf("after --delete: %+v; want 3 entries (c's forgery among them), 2 manifests, no failure", r)
+	}
+}
+
+// A one-chunk xorb is named by its chunk's hash alone, so its manifest's
+// one size is not proven and ParseManifest accepts a wrong one. The entry
+// holding the chunk proves it wrong: the manifest fails, not the entry.
+func TestVerifyDirOneChunkManifest(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	d := newDisk(t, dir, 1<<30)
+	m, data := cachetest.MakeManifest(7, 5000)
+	if m.Len() != 1 || m.Xorb != m.Hashes[0] {
+		t.Fatalf("premise: %d chunks", m.Len())
+	}
+	put(t, d, &cache.Entry{Xorb: m.Xorb, Start: 0, End: 1, Offsets: []uint32{0, uint32(len(data))},
+		Hashes: []merklehash.Hash{m.Hashes[0]}, Data: data})
+	lied := &cache.Manifest{Xorb: m.Xorb, Hashes: m.Hashes, Sizes: []uint32{m.Sizes[0] + 1}}
+	b, err := lied.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cache.ParseManifest(m.Xorb, b); err != nil {
+		t.Fatalf("premise: the wrong size parses (%v)", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(manifestPath(dir, m.Xorb)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, manifestPath(dir, m.Xorb), b)
+
+	r, err := cache.VerifyDir(ctx, dir, cache.VerifyOptions{Delete: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Failures) != 1 || r.Failures[0].File.Kind != cache.KindManifest || !r.Failures[0].Deleted || r.Entries != 1 || r.WithManifest != 0 {
+		t.Fatalf("report %+v; want the manifest failed and deleted, the entry passed", r)
+	}
+	if _, err := os.Stat(entryPath(dir, cache.Key{Xorb: m.Xorb, Start: 0, End: 1})); err != nil {
+		t.Errorf("the sound entry is gone: %v", err)
+	}
+	if _, err := os.Stat(manifestPath(dir, m.Xorb)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the lying manifest is still there: %v", err)
 	}
 }
