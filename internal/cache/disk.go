@@ -264,6 +264,23 @@ func (d *Disk) scan() error {
 // directories under root, except temporary files, which it removes when
 // they are stale. A missing root holds nothing.
 func scanFiles(root string, add func(fan, name string, info fs.FileInfo)) error {
+	now := time.Now()
+	return listFiles(root, func(fan string, info fs.FileInfo) {
+		path := filepath.Join(root, fan, info.Name())
+		if strings.HasPrefix(info.Name(), tempPrefix) {
+			if now.Sub(info.ModTime()) > staleTemp {
+				_ = os.Remove(path)
+			}
+			return
+		}
+		add(fan, info.Name(), info)
+	})
+}
+
+// listFiles calls fn for every regular file, temporary files included, in
+// the two-character fan-out directories under root, and changes nothing. A
+// missing root holds nothing; a file that vanishes meanwhile is skipped.
+func listFiles(root string, fn func(fan string, info fs.FileInfo)) error {
 	dirs, err := os.ReadDir(root)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -271,13 +288,14 @@ func scanFiles(root string, add func(fan, name string, info fs.FileInfo)) error 
 	if err != nil {
 		return fmt.Errorf("cache: %w", err)
 	}
-	now := time.Now()
 	for _, dir := range dirs {
 		if !dir.IsDir() || len(dir.Name()) != 2 {
 			continue
 		}
-		sub := filepath.Join(root, dir.Name())
-		files, err := os.ReadDir(sub)
+		files, err := os.ReadDir(filepath.Join(root, dir.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("cache: %w", err)
 		}
@@ -286,13 +304,7 @@ func scanFiles(root string, add func(fan, name string, info fs.FileInfo)) error 
 			if err != nil || !info.Mode().IsRegular() {
 				continue // vanished meanwhile, or not ours
 			}
-			if strings.HasPrefix(f.Name(), tempPrefix) {
-				if now.Sub(info.ModTime()) > staleTemp {
-					_ = os.Remove(filepath.Join(sub, f.Name()))
-				}
-				continue
-			}
-			add(dir.Name(), f.Name(), info)
+			fn(dir.Name(), info)
 		}
 	}
 	return nil

@@ -64,6 +64,16 @@
 // the server's Prometheus collector; Tiered.Close at shutdown finishes
 // queued shared writes.
 //
+// # Operator tools
+//
+// ScanDir, VerifyDir and PruneDir (xetproxy cache du|ls|verify|prune) work
+// on a Disk directory itself, not on a Disk's index: they see every
+// process's files, take no lock but an instant's probe of a stale staging
+// folder's, and may run next to servers, for which a file they delete is a
+// miss. VerifyDir re-hashes every chunk and checks the entries of each xorb
+// whose manifest is stored against it; PruneDir removes least recently
+// used first by modification time, the order NewDisk rebuilds.
+//
 // # Concurrency
 //
 // Every Store is safe for concurrent use. Disk directories and S3 buckets may
