@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -19,7 +20,7 @@ func TestStagingFolders(t *testing.T) {
 	cfg := Config{CacheDir: dir, CacheSize: 1 << 30}
 	log := slog.New(slog.DiscardHandler)
 	folders := func() []string {
-		m, _ := filepath.Glob(filepath.Join(dir, stagingDirName, "*"))
+		m, _ := filepath.Glob(filepath.Join(dir, cache.StagingDirName, "*"))
 		return m
 	}
 
@@ -43,11 +44,17 @@ func TestStagingFolders(t *testing.T) {
 	}
 
 	// A dead process's folder: its lock file exists and nobody holds it.
-	stale := filepath.Join(dir, stagingDirName, "999999-stale")
+	stale := filepath.Join(dir, cache.StagingDirName, "999999-stale")
 	if err := os.MkdirAll(stale, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(stale, ".lock"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Folders younger than a minute are left alone (their process may be
+	// about to take the lock): this one is older.
+	old := time.Now().Add(-2 * time.Minute)
+	if err := os.Chtimes(stale, old, old); err != nil {
 		t.Fatal(err)
 	}
 	c, err := NewStaging(cfg, log)
