@@ -24,11 +24,11 @@ import (
 	"github.com/xetproxy/xetproxy/internal/buildinfo"
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
-	"github.com/xetproxy/xetproxy/internal/chunking"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/xethash"
 )
 
 // Exit codes of ls and download, beyond exitOK, exitError and exitUsage.
@@ -592,19 +592,11 @@ func verifyFile(ctx context.Context, p string, meta *hub.FileMeta) error {
 	if meta.XetHash == nil {
 		return &proxy.IntegrityError{File: meta.Path, Err: errors.New("nothing to verify a resumed file against")}
 	}
-	var b merklehash.Builder
-	c := chunking.New(r)
-	for {
-		chunk, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		b.Add(merklehash.ChunkHash(chunk), uint64(len(chunk)))
+	sum, err := xethash.HashReader(ctx, f, xethash.Options{})
+	if err != nil {
+		return err
 	}
-	if got := b.FileHash(); got != *meta.XetHash {
+	if got := sum.FileHash; got != *meta.XetHash {
 		return &proxy.IntegrityError{File: meta.Path, Err: &proxy.MismatchError{What: "xet file hash", Want: meta.XetHash.String(), Got: got.String()}}
 	}
 	return nil
