@@ -17,7 +17,8 @@ import (
 
 // TestServeAndDownloadShareTheEngine runs both commands that download
 // against one fake Hub and checks that they behave as one engine: the same
-// user agent upstream, no credentials on any transfer, and one cache
+// user agent upstream (ls's Hub client too), no credentials on any
+// transfer, and one cache
 // layout — `download --cache-dir D` fills a cache from which
 // `serve --cache-dir D` then serves the file without a single transfer.
 // Both also shut down through the engine's bounded close (serve exits 0
@@ -48,6 +49,9 @@ func TestServeAndDownloadShareTheEngine(t *testing.T) {
 	}
 
 	h.fh.ResetStats()
+	if code, _, errOut := runCmd(t, "ls", "org/m"); code != exitOK {
+		t.Fatalf("ls: exit %d: %s", code, errOut)
+	}
 	out := t.TempDir()
 	if code, _, errOut := runCmd(t, "download", "-q", "--cache-dir", cacheDir, "-o", out, "org/m", "w.bin"); code != exitOK {
 		t.Fatalf("download: exit %d: %s", code, errOut)
@@ -56,7 +60,7 @@ func TestServeAndDownloadShareTheEngine(t *testing.T) {
 	if h.fh.Stats()[fakehub.ClassXorb].Requests == 0 {
 		t.Fatal("download made no transfer: the premise of the cache check fails")
 	}
-	dlAgents := agents("download")
+	dlAgents := agents("ls and download")
 
 	h.fh.ResetStats()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -82,7 +86,7 @@ func TestServeAndDownloadShareTheEngine(t *testing.T) {
 	}
 	serveAgents := agents("serve")
 	if len(dlAgents) != 1 || !slices.Equal(dlAgents, serveAgents) || !strings.HasPrefix(dlAgents[0], "xetproxy/") {
-		t.Errorf("user agents upstream: download %q, serve %q", dlAgents, serveAgents)
+		t.Errorf("user agents upstream: ls and download %q, serve %q", dlAgents, serveAgents)
 	}
 
 	cancel()

@@ -96,21 +96,12 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	transport := cfg.Transport
-	if transport == nil {
-		transport = NewTransport()
-	}
-	ua := cfg.UserAgent
-	if ua == "" {
-		ua = "xetproxy/" + buildinfo.Version()
-	}
-	hc := hub.NewClient(cfg.HubURL)
-	hc.HTTP = &http.Client{Transport: transport}
-	hc.UserAgent = ua
+	cfg = cfg.withDefaults()
+	hc := HubClient(cfg)
 	cas, err := casclient.New(casclient.Config{
-		API:       &http.Client{Transport: transport},
-		Fetch:     casclient.FetchClient(transport),
-		UserAgent: ua,
+		API:       &http.Client{Transport: cfg.Transport},
+		Fetch:     casclient.FetchClient(cfg.Transport),
+		UserAgent: cfg.UserAgent,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -146,6 +137,28 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 		timeout = DefaultCloseTimeout
 	}
 	return eng, closeWithin(eng, timeout), nil
+}
+
+// HubClient returns the Hub client of the engine New builds from cfg, for
+// commands that need the Hub alone (ls): same endpoint, transport and user
+// agent.
+func HubClient(cfg Config) *hub.Client {
+	cfg = cfg.withDefaults()
+	hc := hub.NewClient(cfg.HubURL)
+	hc.HTTP = &http.Client{Transport: cfg.Transport}
+	hc.UserAgent = cfg.UserAgent
+	return hc
+}
+
+// withDefaults fills the transport and the user agent.
+func (cfg Config) withDefaults() Config {
+	if cfg.Transport == nil {
+		cfg.Transport = NewTransport()
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "xetproxy/" + buildinfo.Version()
+	}
+	return cfg
 }
 
 // closeWithin returns a function that closes c with a deadline of d from
