@@ -4,7 +4,8 @@
 // cache tiers — from one Config. Every command that downloads (`serve`,
 // `download`) goes through New, so the two cannot drift apart: same
 // transport tuning, same redirect rule for presigned transfers, same user
-// agent, same cache layout, same bound on the wait at shutdown.
+// agent, same cache layout, same bound on the wait at shutdown. `ls`, which
+// needs the Hub alone, takes the same Hub client from HubClient.
 //
 // It reads no flags and no environment: each command parses its own
 // command line in one place (server.Config.RegisterFlags for serve, the
