@@ -40,7 +40,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xetproxy/xetproxy/internal/casclient"
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/proxy"
@@ -420,12 +420,11 @@ func text(seed uint64, n int) []byte {
 	return b.Bytes()[:n]
 }
 
+// newEngine builds the engine as the commands do (engineconf), with the
+// defaults and no cache.
 func newEngine(hubURL string) (*proxy.Engine, error) {
-	cas, err := casclient.New(casclient.Config{})
-	if err != nil {
-		return nil, err
-	}
-	return proxy.New(proxy.Config{Hub: hub.NewClient(hubURL), CAS: cas})
+	eng, _, err := engineconf.New(engineconf.Config{HubURL: hubURL})
+	return eng, err
 }
 
 var rssRe = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)

@@ -21,14 +21,13 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/xetproxy/xetproxy/internal/buildinfo"
-	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
-	"github.com/xetproxy/xetproxy/internal/chunking"
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/xethash"
 )
 
 // Exit codes of ls and download, beyond exitOK, exitError and exitUsage.
@@ -127,16 +126,14 @@ func tokenFiles() []string {
 	return nil
 }
 
-// newDownloadEngine builds the engine the commands use; store, if not
-// nil, is its chunk cache.
-func newDownloadEngine(o *hubOptions, parallel int, buffer int64, store cache.Store) (*proxy.Engine, error) {
-	hc := hub.NewClient(o.endpointURL())
-	hc.UserAgent = "xetproxy/" + buildinfo.Version()
-	cas, err := casclient.New(casclient.Config{UserAgent: hc.UserAgent})
-	if err != nil {
-		return nil, err
+// engineConfig is the download engine configuration of the command line.
+func (o *downloadOptions) engineConfig() engineconf.Config {
+	return engineconf.Config{
+		HubURL:    o.endpointURL(),
+		Parallel:  o.parallel,
+		ReadAhead: o.buffer,
+		Cache:     engineconf.CacheConfig{Dir: o.cacheDir, Size: o.cacheMax},
 	}
-	return proxy.New(proxy.Config{Hub: hc, CAS: cas, Parallel: parallel, StreamBuffer: buffer, Cache: store})
 }
 
 // exitCodeFor maps an error to the documented exit codes.
@@ -310,21 +307,15 @@ func runDownload(ctx context.Context, e env, args []string) int {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(o.buffer + 24<<20))
 	}
-	var store cache.Store
-	if o.cacheDir != "" {
-		if store, err = cache.NewDisk(cache.DiskConfig{Dir: o.cacheDir, MaxBytes: o.cacheMax}); err != nil {
-			fmt.Fprintf(e.stderr, "xetproxy download: %v\n", err)
-			return exitError
-		}
-	}
-	eng, err := newDownloadEngine(&o.hubOptions, o.parallel, o.buffer, store)
+	eng, closeEngine, err := engineconf.New(o.engineConfig())
 	if err != nil {
 		fmt.Fprintf(e.stderr, "xetproxy download: %v\n", err)
 		return exitError
 	}
 	// Let the cache fills still running finish (they outlive the stream
-	// that started them) before the process exits.
-	defer eng.Close(context.WithoutCancel(ctx))
+	// that started them) before the process exits, within the engine's
+	// close bound.
+	defer closeEngine()
 	d := &downloader{e: e, o: &o, eng: eng, repo: repo, token: o.userToken()}
 	if o.hash != "" {
 		err = d.byHash(ctx)
@@ -592,19 +583,11 @@ func verifyFile(ctx context.Context, p string, meta *hub.FileMeta) error {
 	if meta.XetHash == nil {
 		return &proxy.IntegrityError{File: meta.Path, Err: errors.New("nothing to verify a resumed file against")}
 	}
-	var b merklehash.Builder
-	c := chunking.New(r)
-	for {
-		chunk, err := c.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		b.Add(merklehash.ChunkHash(chunk), uint64(len(chunk)))
+	sum, err := xethash.HashReader(ctx, f, xethash.Options{})
+	if err != nil {
+		return err
 	}
-	if got := b.FileHash(); got != *meta.XetHash {
+	if got := sum.FileHash; got != *meta.XetHash {
 		return &proxy.IntegrityError{File: meta.Path, Err: &proxy.MismatchError{What: "xet file hash", Want: meta.XetHash.String(), Got: got.String()}}
 	}
 	return nil

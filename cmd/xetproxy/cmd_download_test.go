@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -10,6 +11,9 @@ import (
 	"testing"
 
 	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/xettest"
 )
 
@@ -324,5 +328,34 @@ func TestDownloadExitCodes(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "w.bin")); !os.IsNotExist(err) {
 		t.Fatal("corrupt download under the final name")
+	}
+}
+
+// TestVerifyFileXetHash checks the Xet file hash path of the verification
+// of a resumed file, taken when the ETag names no sha256 or sha1: the
+// known-answer vector passes, one flipped byte is an integrity failure.
+func TestVerifyFileXetHash(t *testing.T) {
+	v := xettest.MustLoad()
+	data := xettest.DataVectorInput(0)
+	want, err := merklehash.Parse(v.DataVectors[0].FileHash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	meta := &hub.FileMeta{Path: "f", Size: int64(len(data)), ETag: "not-a-digest", XetHash: &want}
+	if err := verifyFile(context.Background(), p, meta); err != nil {
+		t.Fatalf("the vector does not verify: %v", err)
+	}
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = verifyFile(context.Background(), p, meta)
+	var ie *proxy.IntegrityError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "xet file hash") {
+		t.Fatalf("a flipped byte: %v", err)
 	}
 }

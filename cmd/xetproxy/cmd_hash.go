@@ -14,7 +14,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/xethash"
 )
 
 const hashSynopsis = "[--chunks] [--json] [FILE|-]..."
@@ -143,13 +143,11 @@ func hashOne(ctx context.Context, stdin io.Reader, w *bufio.Writer, name string,
 
 	spool := chunkSpool{limit: max(cfg.spoolLimit, 1)}
 	defer spool.close()
-	opt := streamOptions{sha256: cfg.json}
+	opt := xethash.Options{SHA256: cfg.json}
 	if cfg.chunks {
-		opt.onChunk = func(_ uint64, length int, h merklehash.Hash) error {
-			return spool.add(length, h)
-		}
+		opt.OnChunk = func(c xethash.Chunk) error { return spool.add(len(c.Data), c.Hash) }
 	}
-	sum, err := hashStream(ctx, r, opt)
+	sum, err := xethash.HashReader(ctx, r, opt)
 	if err != nil {
 		return err
 	}
@@ -168,12 +166,12 @@ func hashOne(ctx context.Context, stdin io.Reader, w *bufio.Writer, name string,
 	return nil
 }
 
-func writeHashText(w *bufio.Writer, name string, sum streamSum, chunks bool, spool *chunkSpool) error {
+func writeHashText(w *bufio.Writer, name string, sum xethash.Sum, chunks bool, spool *chunkSpool) error {
 	escaped := escapeName(name)
 	if escaped != name {
 		w.WriteByte('\\')
 	}
-	w.WriteString(sum.fileHash.String())
+	w.WriteString(sum.FileHash.String())
 	w.WriteString("  ")
 	w.WriteString(escaped)
 	w.WriteByte('\n')
@@ -204,7 +202,7 @@ func escapeName(name string) string {
 	return strings.NewReplacer(`\`, `\\`, "\n", `\n`, "\r", `\r`).Replace(name)
 }
 
-func writeHashJSON(w *bufio.Writer, name string, sum streamSum, chunks bool, spool *chunkSpool) error {
+func writeHashJSON(w *bufio.Writer, name string, sum xethash.Sum, chunks bool, spool *chunkSpool) error {
 	var path bytes.Buffer
 	enc := json.NewEncoder(&path)
 	enc.SetEscapeHTML(false)
@@ -214,11 +212,11 @@ func writeHashJSON(w *bufio.Writer, name string, sum streamSum, chunks bool, spo
 	w.WriteString(`{"path":`)
 	w.Write(bytes.TrimSuffix(path.Bytes(), []byte("\n")))
 	w.WriteString(`,"size":`)
-	w.WriteString(strconv.FormatUint(sum.size, 10))
+	w.WriteString(strconv.FormatUint(sum.Size, 10))
 	w.WriteString(`,"file_hash":"`)
-	w.WriteString(sum.fileHash.String())
+	w.WriteString(sum.FileHash.String())
 	w.WriteString(`","sha256":"`)
-	w.WriteString(hex.EncodeToString(sum.sha256[:]))
+	w.WriteString(hex.EncodeToString(sum.SHA256[:]))
 	w.WriteByte('"')
 	if chunks {
 		w.WriteString(`,"chunks":[`)

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,7 +15,6 @@ import (
 	"testing"
 	"testing/iotest"
 
-	"github.com/xetproxy/xetproxy/internal/chunking"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/xettest"
 )
@@ -306,120 +303,6 @@ func TestHashNameEscaping(t *testing.T) {
 	}
 }
 
-// TestHashStreamMatchesChunker checks the pipeline against a direct
-// computation with chunking.Chunker, on inputs that are not vectors, read
-// in awkward pieces and cut into blocks small enough that many chunks span
-// two of them.
-func TestHashStreamMatchesChunker(t *testing.T) {
-	sizes := []int{0, 1, chunking.MinSize, chunking.MaxSize + 1, 1<<20 + 12345}
-	// Below MaxSize the block size is raised to it; 1000 checks that.
-	blockSizes := []int{0, 1000, chunking.MaxSize, chunking.MaxSize + 1, 2*chunking.MaxSize - 1, 300_000}
-	for _, n := range sizes {
-		for i, data := range [][]byte{
-			xettest.SplitMix64(uint64(n)+9, n),
-			bytes.Repeat([]byte{59}, n), // forced cuts only
-		} {
-			var want []merklehash.Leaf
-			c := chunking.New(bytes.NewReader(data))
-			for {
-				chunk, err := c.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				want = append(want, merklehash.Leaf{Hash: merklehash.ChunkHash(chunk), Size: uint64(len(chunk))})
-			}
-			for _, bs := range blockSizes {
-				var got []merklehash.Leaf
-				var offset uint64
-				sum, err := hashStream(context.Background(), iotest.HalfReader(bytes.NewReader(data)), streamOptions{
-					sha256:    true,
-					blockSize: bs,
-					onChunk: func(off uint64, length int, h merklehash.Hash) error {
-						if off != offset {
-							return fmt.Errorf("chunk at %d, want %d", off, offset)
-						}
-						offset += uint64(length)
-						got = append(got, merklehash.Leaf{Hash: h, Size: uint64(length)})
-						return nil
-					},
-				})
-				if err != nil {
-					t.Fatalf("n=%d input %d block %d: %v", n, i, bs, err)
-				}
-				if fmt.Sprint(got) != fmt.Sprint(want) {
-					t.Fatalf("n=%d input %d block %d: %d chunks, want %d (or they differ)", n, i, bs, len(got), len(want))
-				}
-				if sum.size != uint64(n) || sum.fileHash != merklehash.FileHash(want) || sum.sha256 != sha256.Sum256(data) {
-					t.Fatalf("n=%d input %d block %d: size %d, file hash %s, sha256 %x", n, i, bs, sum.size, sum.fileHash, sum.sha256)
-				}
-			}
-		}
-	}
-}
-
-// TestHashStreamRandomBlocks cuts random mixtures of noise and constant
-// runs (which force MaxSize cuts, often right at block edges) into blocks
-// of random sizes and compares the chunks with chunking.Boundaries.
-func TestHashStreamRandomBlocks(t *testing.T) {
-	rng := xettest.SplitMix64(2024, 8*40)
-	word := func(i int) int { return int(binary.LittleEndian.Uint64(rng[8*i:]) >> 1) }
-	for i := range 40 {
-		n := word(i) % (1 << 20)
-		data := xettest.SplitMix64(uint64(i), n)
-		for j := 0; j < n; j += 200_000 {
-			run := data[j:min(n, j+(word(i)>>(j%13))%chunking.MaxSize*2)]
-			for k := range run {
-				run[k] = 7
-			}
-		}
-		bs := chunking.MaxSize + word((i+1)%40)%(2*chunking.MaxSize)
-		ends := chunking.Boundaries(data)
-		var got []int
-		_, err := hashStream(context.Background(), bytes.NewReader(data), streamOptions{
-			blockSize: bs,
-			onChunk: func(off uint64, length int, _ merklehash.Hash) error {
-				got = append(got, int(off)+length)
-				return nil
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(ends) && !(len(got) == 0 && len(ends) == 0) {
-			t.Fatalf("case %d (n=%d, block %d): ends %v, want %v", i, n, bs, got, ends)
-		}
-	}
-}
-
-func TestHashStreamErrors(t *testing.T) {
-	boom := errors.New("boom")
-	data := xettest.SplitMix64(5, 3<<20)
-	for _, withSHA := range []bool{false, true} {
-		r := io.MultiReader(bytes.NewReader(data), iotest.ErrReader(boom))
-		if _, err := hashStream(context.Background(), r, streamOptions{sha256: withSHA}); !errors.Is(err, boom) {
-			t.Fatalf("sha256=%v: err %v, want %v", withSHA, err, boom)
-		}
-		// A failing chunk callback stops the pipeline.
-		stop := errors.New("stop")
-		_, err := hashStream(context.Background(), bytes.NewReader(data), streamOptions{
-			sha256:  withSHA,
-			onChunk: func(uint64, int, merklehash.Hash) error { return stop },
-		})
-		if !errors.Is(err, stop) {
-			t.Fatalf("sha256=%v: err %v, want %v", withSHA, err, stop)
-		}
-		// Cancellation.
-		ctx, cancel := context.WithCancel(context.Background())
-		cancel()
-		if _, err := hashStream(ctx, bytes.NewReader(data), streamOptions{sha256: withSHA}); !errors.Is(err, context.Canceled) {
-			t.Fatalf("sha256=%v: err %v, want context.Canceled", withSHA, err)
-		}
-	}
-}
-
 func TestHashOutputError(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "hello")
@@ -479,43 +362,5 @@ func TestChunkSpool(t *testing.T) {
 				t.Fatalf("spool file %s left behind: %v", name, err)
 			}
 		}
-	}
-}
-
-func benchmarkHashStream(b *testing.B, opt streamOptions) {
-	data := xettest.SplitMix64(1, 64<<20)
-	b.SetBytes(int64(len(data)))
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := hashStream(context.Background(), bytes.NewReader(data), opt); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkHashPipeline is "xetproxy hash" without output: chunking and
-// chunk hashing in two stages.
-func BenchmarkHashPipeline(b *testing.B) { benchmarkHashStream(b, streamOptions{}) }
-
-// BenchmarkHashPipelineSHA256 adds the SHA-256 stage of --json.
-func BenchmarkHashPipelineSHA256(b *testing.B) {
-	benchmarkHashStream(b, streamOptions{sha256: true})
-}
-
-// BenchmarkChunkHash is the hasher stage alone: BLAKE3 chunk hashes and the
-// Merkle root over 64 KiB-ish chunks.
-func BenchmarkChunkHash(b *testing.B) {
-	data := xettest.SplitMix64(1, 64<<20)
-	ends := chunking.Boundaries(data)
-	b.SetBytes(int64(len(data)))
-	b.ResetTimer()
-	for b.Loop() {
-		var mb merklehash.Builder
-		prev := 0
-		for _, e := range ends {
-			mb.Add(merklehash.ChunkHash(data[prev:e]), uint64(e-prev))
-			prev = e
-		}
-		mb.FileHash()
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/hub"
 )
 
@@ -50,7 +51,7 @@ func runLs(ctx context.Context, e env, args []string) int {
 	if len(pos) == 2 {
 		dir = pos[1]
 	}
-	hc := hub.NewClient(o.endpointURL())
+	hc := engineconf.HubClient(engineconf.Config{HubURL: o.endpointURL()})
 	token := o.userToken()
 	entries, err := listFiles(ctx, hc, token, repo, o.revision, dir)
 	if err != nil {

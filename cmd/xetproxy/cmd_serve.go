@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/xetproxy/xetproxy/internal/buildinfo"
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/server"
 )
 
@@ -71,8 +70,8 @@ func serveCommand() command {
 // runServer wires the engine and the server and serves until ctx ends.
 func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln net.Listener) error {
 	metrics := server.NewMetrics(buildinfo.Version())
-	transport := metrics.Transport(upstreamTransport(), cfg.HubURL)
-	eng, err := server.NewEngine(cfg, transport, log)
+	transport := metrics.Transport(engineconf.NewTransport(), cfg.HubURL)
+	eng, closeEngine, err := engineconf.New(cfg.Engine(transport, log))
 	if err != nil {
 		ln.Close()
 		if mln != nil {
@@ -86,35 +85,17 @@ func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln
 		Version: buildinfo.Version(), Transport: transport,
 	})
 	if err != nil {
-		eng.Close(context.Background())
+		closeEngine()
 		return err
 	}
 	err = srv.Serve(ctx, ln, mln)
 	// Finish the cache fills still running and the queued shared-tier
 	// writes, within a bound of their own after the drain.
-	cctx, cancel := context.WithTimeout(context.Background(), cacheCloseTimeout)
-	if cerr := eng.Close(cctx); cerr != nil {
+	if cerr := closeEngine(); cerr != nil {
 		log.Warn("closing the cache", "error", cerr)
 	}
-	cancel()
 	if errors.Is(err, server.ErrDrainTimeout) {
 		return fmt.Errorf("%w (after %v)", err, cfg.DrainTimeout)
 	}
 	return err
-}
-
-// cacheCloseTimeout bounds the wait for cache fills and shared-tier
-// writes at shutdown.
-const cacheCloseTimeout = 30 * time.Second
-
-// upstreamTransport is tuned for many parallel range requests to a few
-// hosts (the Hub, the CAS, the presigned storage URLs).
-func upstreamTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
-	t.ResponseHeaderTimeout = 60 * time.Second
-	t.ForceAttemptHTTP2 = true
-	return t
 }

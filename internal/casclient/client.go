@@ -111,7 +111,7 @@ func New(cfg Config) (*Client, error) {
 	if c.fetch == nil {
 		t := NewTransport()
 		t.DisableCompression = true // xorb bytes are compressed already
-		c.fetch = &http.Client{Transport: t, CheckRedirect: noAuthRedirect}
+		c.fetch = FetchClient(t)
 	}
 	if c.backoff == (Backoff{}) {
 		c.backoff = DefaultBackoff
@@ -152,8 +152,16 @@ func NewTransport() *http.Transport {
 	}
 }
 
+// FetchClient returns the client for presigned transfers (Config.Fetch)
+// over rt: it follows at most 5 redirects and never carries an
+// Authorization header across one (there should be none to start with).
+// rt itself must add none.
+func FetchClient(rt http.RoundTripper) *http.Client {
+	return &http.Client{Transport: rt, CheckRedirect: noAuthRedirect}
+}
+
 // noAuthRedirect follows redirects of presigned URLs without ever carrying
-// an Authorization header along (there should be none to start with).
+// an Authorization header along.
 func noAuthRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 5 {
 		return errors.New("too many redirects")

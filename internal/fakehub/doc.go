@@ -31,15 +31,16 @@
 // # Ingestion
 //
 // Xet files go through the real upload path of the format core, as a
-// pipeline over both cores with bounded memory (a window of chunks in
-// flight, at most two xorb buffers):
+// pipeline over both cores with bounded memory (the hasher's blocks, at
+// most two xorb buffers):
 //
-//	chunker goroutine:  chunking.New(r) → copy chunk, SHA-256 of the file
-//	N workers:          chunk hash; unless stored: xorb.AppendChunk (policy)
+//	xethash pipeline:   read into blocks → chunker → SHA-256 → chunk hashes,
+//	                    file hash; each chunk, in order, to the packer
 //	packer (in order):  dedup (this xorb, then every stored chunk, across files
-//	                    and repos) → append to the xorb under construction,
-//	                    cut at MaxXorbBytes/MaxXorbChunks; terms = maximal runs
-//	                    of consecutive chunks of one xorb, with verification
+//	                    and repos) → unless stored: xorb.AppendChunk (policy)
+//	                    onto the xorb under construction, cut at
+//	                    MaxXorbBytes/MaxXorbChunks; terms = maximal runs of
+//	                    consecutive chunks of one xorb, with verification
 //	                    hashes
 //	writer goroutine:   stores full xorbs with their footer (memory or
 //	                    Config.Dir) while packing goes on

@@ -2,15 +2,12 @@ package fakehub
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
-	"runtime"
-	"sync"
 
-	"github.com/xetproxy/xetproxy/internal/chunking"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/shard"
+	"github.com/xetproxy/xetproxy/internal/xethash"
 	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
@@ -25,142 +22,36 @@ type ingested struct {
 	dedupHits int   // chunks found already stored
 }
 
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, xorb.MaxChunkSize); return &b }}
-var encBufs = sync.Pool{New: func() any { b := make([]byte, 0, xorb.HeaderSize+xorb.MaxChunkSize); return &b }}
-
-type chunkJob struct {
-	seq  int
-	data *[]byte
-}
-
-type chunkResult struct {
-	seq  int
-	data *[]byte
-	hash merklehash.Hash
-	enc  *[]byte // nil when the chunk was already stored
-}
-
 // ingest streams r through the upload path of the format core: chunk,
 // hash, deduplicate against every stored chunk, pack new chunks into xorbs
 // (compressed by the Hub's policy), store them with their footer, then
 // build a shard for the file and register it exactly as an uploaded shard.
+//
+// Chunking, chunk hashing, the file hash and the SHA-256 are the pipeline
+// of xethash; its chunk callback packs each chunk in order (see doc.go).
+// Memory stays bounded by the hasher's blocks and one xorb under
+// construction.
 func (h *Hub) ingest(ctx context.Context, r io.Reader) (*ingested, error) {
 	return h.ingestWith(ctx, r, h.policy)
 }
 
 // ingestWith is ingest with the compression policy of the file's new
 // chunks.
-//
-// It runs as a pipeline: one goroutine chunks (and computes the SHA-256),
-// GOMAXPROCS workers hash and compress chunks, and the caller's goroutine
-// packs them in order. Memory stays bounded by the in-flight window and one
-// xorb under construction.
 func (h *Hub) ingestWith(ctx context.Context, r io.Reader, policy xorb.Policy) (*ingested, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-
-	workers := runtime.GOMAXPROCS(0)
-	jobs := make(chan chunkJob, 2*workers)
-	results := make(chan chunkResult, 2*workers)
-	window := make(chan struct{}, 4*workers) // chunks in flight between chunker and packer
-
-	sum := sha256.New()
-	var readErr error // written before jobs is closed
-	go func() {
-		defer close(jobs)
-		c := chunking.New(io.TeeReader(r, sum))
-		for seq := 0; ; seq++ {
-			data, err := c.Next()
-			if err == io.EOF {
-				return
-			}
-			if err != nil {
-				readErr = err
-				return
-			}
-			buf := chunkBufs.Get().(*[]byte)
-			*buf = append((*buf)[:0], data...)
-			select {
-			case window <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			select {
-			case jobs <- chunkJob{seq: seq, data: buf}:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				res := chunkResult{seq: j.seq, data: j.data, hash: merklehash.ChunkHash(*j.data)}
-				if _, known := h.store.chunk(res.hash); !known {
-					enc := encBufs.Get().(*[]byte)
-					*enc = xorb.AppendChunk((*enc)[:0], *j.data, policy)
-					res.enc = enc
-				}
-				select {
-				case results <- res:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}()
-	}
-	go func() {
-		wg.Wait()
-		close(results)
-	}()
-
 	p := newPacker(h, policy)
-	early := make(map[int]chunkResult)
-	next := 0
-	var err error
-	for res := range results {
-		if err != nil {
-			continue // draining after a failure
-		}
-		early[res.seq] = res
-		for {
-			res, ok := early[next]
-			if !ok {
-				break
-			}
-			delete(early, next)
-			next++
-			<-window
-			err = p.add(res)
-			chunkBufs.Put(res.data)
-			if res.enc != nil {
-				encBufs.Put(res.enc)
-			}
-			if err == nil {
-				err = ctx.Err()
-			}
-			if err != nil {
-				cancel()
-				break
-			}
-		}
-	}
-	if err == nil && readErr != nil {
-		err = fmt.Errorf("fakehub: reading file: %w", readErr)
-	}
+	sum, err := xethash.HashReader(ctx, r, xethash.Options{
+		SHA256:  true,
+		OnChunk: func(c xethash.Chunk) error { p.add(c.Data, c.Hash); return nil },
+	})
 	if err != nil {
 		p.close()
-		return nil, err
+		return nil, fmt.Errorf("fakehub: reading file: %w", err)
 	}
 	out, err := p.finish()
 	if err != nil {
 		return nil, err
 	}
-	copy(out.sha256[:], sum.Sum(nil))
+	out.hash, out.size, out.sha256 = sum.FileHash, int64(sum.Size), sum.SHA256
 	sha := out.sha256
 	body, err := p.shardFor(out, &sha).MarshalBinary()
 	if err != nil {
@@ -205,10 +96,8 @@ type openTerm struct {
 // goes on in a fresh buffer.
 type packer struct {
 	h      *Hub
-	policy xorb.Policy
+	policy xorb.Policy // compression of the file's new chunks
 
-	file    merklehash.Builder
-	size    int64
 	chunks  int
 	hits    int
 	terms   []shard.Term
@@ -277,52 +166,45 @@ func (p *packer) writer() {
 	}
 }
 
-func (p *packer) add(res chunkResult) error {
-	data := *res.data
+// add packs the next chunk of the file, whose hash is hash. data is only
+// read during the call.
+func (p *packer) add(data []byte, hash merklehash.Hash) {
 	size := uint32(len(data))
-	p.file.Add(res.hash, uint64(size))
-	p.size += int64(size)
 	p.chunks++
 
 	var ref xorbRef
 	var idx uint32
-	if l, ok := p.local[res.hash]; ok {
+	if l, ok := p.local[hash]; ok {
 		ref, idx = l.ref, l.idx
 		p.hits++
-	} else if loc, ok := p.h.store.chunk(res.hash); ok {
+	} else if loc, ok := p.h.store.chunk(hash); ok {
 		ref, idx = xorbRef{hash: loc.xorb, pending: -1}, loc.index
 		p.hits++
 	} else {
 		if len(p.infos)+1 > p.h.cfg.MaxXorbChunks || p.rawSize+int(size) > p.h.cfg.MaxXorbBytes {
 			p.flush()
 		}
-		var enc []byte
-		if res.enc != nil {
-			enc = *res.enc
-		} else {
-			enc = xorb.AppendChunk(nil, data, p.policy)
-		}
 		if p.region == nil {
 			p.region = p.h.regionBuf()
 		}
-		p.region = append(p.region, enc...)
+		p.region = xorb.AppendChunk(p.region, data, p.policy)
 		p.rawSize += int(size)
 		idx = uint32(len(p.infos))
-		p.infos = append(p.infos, xorb.ChunkInfo{Hash: res.hash, Size: size, End: uint32(len(p.region)), UnpackedEnd: uint32(p.rawSize)})
-		p.leaves = append(p.leaves, merklehash.Leaf{Hash: res.hash, Size: uint64(size)})
+		p.infos = append(p.infos, xorb.ChunkInfo{Hash: hash, Size: size, End: uint32(len(p.region)), UnpackedEnd: uint32(p.rawSize)})
+		p.leaves = append(p.leaves, merklehash.Leaf{Hash: hash, Size: uint64(size)})
 		ref = xorbRef{pending: p.serial}
-		p.local[res.hash] = chunkRef{ref: ref, idx: idx}
+		p.local[hash] = chunkRef{ref: ref, idx: idx}
 	}
 
 	if c := p.cur; c != nil && c.ref == ref && c.end == idx {
 		c.end++
 		c.unpacked += size
-		c.hashes = append(c.hashes, res.hash)
-		return nil
+		c.hashes = append(c.hashes, hash)
+		return
 	}
 	p.closeTerm()
-	p.cur = &openTerm{ref: ref, start: idx, end: idx + 1, unpacked: size, hashes: append([]merklehash.Hash(nil), res.hash)}
-	return nil
+	p.cur = &openTerm{ref: ref, start: idx, end: idx + 1, unpacked: size, hashes: append([]merklehash.Hash(nil), hash)}
+	return
 }
 
 func (p *packer) closeTerm() {
@@ -372,14 +254,14 @@ func (p *packer) close() error {
 	return p.werr
 }
 
+// finish closes the last term and xorb and waits for the writer. The
+// file's hash, size and SHA-256 are the hasher's, filled in by ingest.
 func (p *packer) finish() (*ingested, error) {
 	p.closeTerm()
 	if err := p.close(); err != nil {
 		return nil, err
 	}
 	return &ingested{
-		hash:      p.file.FileHash(),
-		size:      p.size,
 		chunks:    p.chunks,
 		newXorbs:  len(p.newX),
 		newBytes:  p.newB,

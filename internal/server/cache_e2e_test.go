@@ -25,6 +25,7 @@ import (
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/server"
@@ -96,7 +97,7 @@ func startCacheProxy(t *testing.T, hubURL string, mod func(*server.Config)) *cac
 	log := slog.New(slog.DiscardHandler)
 	metrics := server.NewMetrics("test")
 	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, err := server.NewEngine(cfg, tr, log)
+	eng, _, err := engineconf.New(cfg.Engine(tr, log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -540,7 +541,7 @@ func TestCacheConfig(t *testing.T) {
 	if c.CacheDir != "" || c.CacheMemory != 0 || c.AuthTTL != server.DefaultAuthTTL || c.S3Queue != 256<<20 {
 		t.Errorf("defaults: %+v", c)
 	}
-	if store, desc, err := server.NewCache(*c, nil); err != nil || store != nil || desc != "none" {
+	if store, desc, err := engineconf.NewCache(c.Engine(nil, nil).Cache, nil); err != nil || store != nil || desc != "none" {
 		t.Errorf("no cache configured: %v %q %v", store, desc, err)
 	}
 
@@ -560,7 +561,7 @@ func TestCacheConfig(t *testing.T) {
 		c.AuthTTL != 5*time.Second || c.S3AccessKeyID != "AKIDEXAMPLE" || c.S3SecretAccessKey != "very-secret-value" {
 		t.Errorf("from env: %+v", c)
 	}
-	store, desc, err := server.NewCache(*c, nil)
+	store, desc, err := engineconf.NewCache(c.Engine(nil, nil).Cache, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

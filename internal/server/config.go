@@ -4,12 +4,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 )
 
 // Config is everything `xetproxy serve` can be told. Flags take their
@@ -47,7 +51,8 @@ type Config struct {
 	// DefaultBodyTimeout.
 	BodyTimeout time.Duration
 
-	// Chunk cache of the download engine (see NewCache and docs/cache.md):
+	// Chunk cache of the download engine (see engineconf.NewCache and
+	// docs/cache.md):
 	// a disk tier in CacheDir bounded by CacheSize, a memory tier of
 	// CacheMemory bytes (0 = none), and a shared S3/R2 tier when S3Bucket
 	// is set.
@@ -149,6 +154,32 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
 }
 
+// Engine is the configuration of the download engine of a server of c,
+// for engineconf.New: transport carries its upstream requests (give it
+// Metrics.Transport over engineconf.NewTransport so that they are
+// counted), c.ReadAhead is the per-stream buffer and c.MaxBuffer the
+// engine-wide one.
+func (c *Config) Engine(transport http.RoundTripper, log *slog.Logger) engineconf.Config {
+	return engineconf.Config{
+		HubURL:    c.HubURL,
+		Transport: transport,
+		ReadAhead: c.ReadAhead,
+		MaxBuffer: c.MaxBuffer,
+		AuthTTL:   c.AuthTTL,
+		Cache:     c.cacheConfig(),
+		Logger:    log,
+	}
+}
+
+func (c *Config) cacheConfig() engineconf.CacheConfig {
+	return engineconf.CacheConfig{
+		Dir: c.CacheDir, Size: c.CacheSize, Memory: c.CacheMemory,
+		S3Endpoint: c.S3Endpoint, S3Bucket: c.S3Bucket, S3Prefix: c.S3Prefix, S3Region: c.S3Region,
+		S3PathStyle: c.S3PathStyle, S3Queue: c.S3Queue,
+		S3AccessKeyID: c.S3AccessKeyID, S3SecretAccessKey: c.S3SecretAccessKey,
+	}
+}
+
 // LoadAPIKeysFile adds the keys of APIKeysFile (if set) to APIKeys.
 func (c *Config) LoadAPIKeysFile() error {
 	if c.APIKeysFile == "" {
@@ -245,7 +276,7 @@ func (c *Config) Validate() error {
 		bad("s3 settings given without --s3-bucket")
 	}
 	if c.S3Bucket != "" {
-		if err := c.s3Config(nil).Validate(); err != nil {
+		if err := c.cacheConfig().S3Config(nil).Validate(); err != nil {
 			bad("s3: %v", err)
 		}
 	}
@@ -261,7 +292,7 @@ func (c *Config) Redacted() []any {
 		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer,
 		"read_ahead", c.ReadAhead, "drain_timeout", c.DrainTimeout.String(),
 		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
-		"s3_bucket", c.S3Bucket, "s3_endpoint", redactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
+		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
 	}
 }

@@ -28,10 +28,10 @@
 // error→status table), routes.go (path parsing), auth.go, limits.go,
 // middleware.go (request IDs, access log, headers every answer carries),
 // metrics.go, apiroutes.go (what /api forwards), apiproxy.go (/api
-// passthrough), download.go
-// (the download handler), engine.go (wiring of the download engine),
-// server.go (dispatch, Serve and the drain). Subpackage sample generates the
-// demo, benchmark and test content.
+// passthrough), download.go (the download handler), server.go (dispatch,
+// Serve and the drain).
+// The download engine is built by package engineconf, from Config.Engine.
+// Subpackage sample generates the demo, benchmark and test content.
 //
 // Shutdown: Serve stops accepting on context cancellation, /readyz turns
 // 503, in-flight requests run to completion within the drain deadline;

@@ -27,6 +27,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/xetproxy/xetproxy/internal/chunking"
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
@@ -361,7 +362,7 @@ func startProxy(t *testing.T, cfg server.Config) *instance {
 	}
 	metrics := server.NewMetrics("corruption")
 	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, err := server.NewEngine(cfg, tr, log)
+	eng, _, err := engineconf.New(cfg.Engine(tr, log))
 	if err != nil {
 		t.Fatal(err)
 	}

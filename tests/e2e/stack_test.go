@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
 	"github.com/xetproxy/xetproxy/internal/server/sample"
@@ -123,7 +124,7 @@ func startProxy(t *testing.T, mod func(*server.Config)) *proxy {
 	metrics := server.NewMetrics("e2e")
 	upstream := http.DefaultTransport.(*http.Transport).Clone()
 	tr := metrics.Transport(upstream, cfg.HubURL)
-	eng, err := server.NewEngine(cfg, tr, log)
+	eng, _, err := engineconf.New(cfg.Engine(tr, log))
 	if err != nil {
 		t.Fatal(err)
 	}

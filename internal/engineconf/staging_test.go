@@ -1,4 +1,4 @@
-package server
+package engineconf
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 // removes one's own. Nothing staged survives a restart.
 func TestStagingFolders(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{CacheDir: dir, CacheSize: 1 << 30}
+	cfg := CacheConfig{Dir: dir, Size: 1 << 30}
 	log := slog.New(slog.DiscardHandler)
 	folders := func() []string {
 		m, _ := filepath.Glob(filepath.Join(dir, cache.StagingDirName, "*"))
@@ -77,10 +77,10 @@ func TestStagingFolders(t *testing.T) {
 	}
 
 	// Without a cache folder, staging is in memory; without a cache, none.
-	if s, err := NewStaging(Config{CacheMemory: 1 << 20}, log); err != nil || s == nil {
+	if s, err := NewStaging(CacheConfig{Memory: 1 << 20}, log); err != nil || s == nil {
 		t.Fatalf("memory staging: %v %v", s, err)
 	}
-	if s, err := NewStaging(Config{}, log); err != nil || s != nil {
+	if s, err := NewStaging(CacheConfig{}, log); err != nil || s != nil {
 		t.Fatalf("no cache: %v %v", s, err)
 	}
 }
