@@ -49,8 +49,10 @@ for pkg in $(go list ./internal/...); do
 done
 # --- worker + image checks (Cloudflare Worker, container image) ---
 # worker/: npm ci from its committed lockfile, tsc, vitest (inside workerd,
-# offline) and the Worker bundle through wrangler's dry run (image build
-# skipped). deploy/check-image.sh builds the container image with buildah (no
+# offline) and the Worker bundle through wrangler's dry run, whose image
+# build goes to worker/scripts/docker-noop.sh (a stand-in for the Docker
+# CLI that reads the Dockerfile wrangler pipes to it and does nothing).
+# deploy/check-image.sh builds the container image with buildah (no
 # Docker engine needed) and checks it, including the image wrangler would
 # build; it installs buildah and busybox-static with apt-get when missing.
 echo "== worker: npm ci"
@@ -60,7 +62,7 @@ echo "== worker: typecheck"
 echo "== worker: vitest"
 (cd worker && npx vitest run)
 echo "== worker: bundle (wrangler deploy --dry-run)"
-(cd worker && WRANGLER_SEND_METRICS=false WRANGLER_DOCKER_BIN=true npx wrangler deploy --dry-run --outdir dist >/dev/null &&
+(cd worker && WRANGLER_SEND_METRICS=false WRANGLER_DOCKER_BIN="$PWD/scripts/docker-noop.sh" npx wrangler deploy --dry-run --outdir dist >/dev/null &&
 	test -s dist/index.js && echo "bundled worker/dist/index.js ($(wc -c <dist/index.js) bytes)" && rm -rf dist)
 echo "== image: deploy/check-image.sh"
 deploy/check-image.sh
