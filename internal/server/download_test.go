@@ -375,6 +375,18 @@ func TestDownloadOverload(t *testing.T) {
 	if a := f.do("HEAD", "/download/org/m/config.json"); a.status != 200 {
 		t.Errorf("HEAD while full: %d (needs no slot)", a.status)
 	}
+	// A lookup by hash lists the repo upstream: it needs a slot, even
+	// for HEAD, and asks the Hub nothing when it gets none.
+	f.fh.ResetStats()
+	for _, method := range []string{"GET", "HEAD"} {
+		a := f.do(method, "/download-hash/"+f.big.xetHash.String()+"?repo=org/m")
+		if a.status != 503 || a.header.Get("X-Error-Code") != "Overloaded" {
+			t.Errorf("%s download-hash while full: %d %v", method, a.status, a.header)
+		}
+	}
+	if st := f.fh.Stats()[fakehub.ClassAPI]; st.Requests != 0 {
+		t.Errorf("refused lookups made %d Hub API requests", st.Requests)
+	}
 	f.releaseXorbs()
 	if a := <-done; a.status != 200 || !bytes.Equal(a.body, f.big.data) || a.err != nil {
 		t.Errorf("first download: %d %d %v", a.status, len(a.body), a.err)
@@ -382,7 +394,7 @@ func TestDownloadOverload(t *testing.T) {
 	if a := f.do("GET", "/download/org/m/config.json"); a.status != 200 {
 		t.Errorf("after the slot freed: %d", a.status)
 	}
-	if a := f.do("GET", "/metrics"); !bytes.Contains(a.body, []byte(`xetproxy_downloads_rejected_total{reason="slots"} 1`)) {
+	if a := f.do("GET", "/metrics"); !bytes.Contains(a.body, []byte(`xetproxy_downloads_rejected_total{reason="slots"} 3`)) {
 		t.Error("rejection not counted")
 	}
 }
