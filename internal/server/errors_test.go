@@ -44,6 +44,7 @@ func TestClassify(t *testing.T) {
 		{"other", live, errors.New("connection refused"), 502, "UpstreamError"},
 		{"hash lookup too large", live, fmt.Errorf("list: %w", proxy.ErrListingTooLarge), 422, "HashLookupTooLarge"},
 		{"hash not found", live, fmt.Errorf("x: %w", proxy.ErrNotFound), 404, "EntryNotFound"},
+		{"integrity", live, &proxy.IntegrityError{File: "f", Err: errors.New("bad chunk")}, 502, "IntegrityError"},
 	}
 	for _, tc := range tests {
 		e := classify(tc.ctx, tc.err)
