@@ -89,7 +89,7 @@
 //	FailNth(class, n, status, ra)      fail the nth next request (Retry-After ra)
 //	FailFraction(class, p, seed, ...)  fail a reproducible fraction of requests
 //	InjectFault(Fault{...})            the general form (Nth+Times, Fraction+Seed)
-//	TruncateBodies(class, after, n)    cut n bodies after `after` bytes (abort)
+//	TruncateBodies(class, after, n)    cut n bodies after `after` bytes (abort; counted in Counter.Cut)
 //	CorruptXorb(hash, off, n)          flip stored bytes when they are served
 //	DisableV2(true)                    v2 endpoints answer 404
 //	ForbidOncePerURL(true)             first fetch of each xorb URL gets 403
