@@ -19,6 +19,17 @@ fi
 echo "== go mod download"
 go mod download
 
+# versitygw: an S3 server on a local folder that checks request signatures,
+# for the S3 credentials tests of internal/cache (gofakes3 accepts any
+# credentials). A test-time binary, not a module dependency; under CI=true
+# those tests fail without it.
+gobin=$(go env GOBIN)
+export PATH="${gobin:-$(go env GOPATH)/bin}:$PATH"
+if ! command -v versitygw >/dev/null 2>&1; then
+	echo "== installing versitygw"
+	go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
