@@ -49,6 +49,25 @@ if ! command -v npm >/dev/null 2>&1; then echo "npm (Node >= 20) is required for
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...
 
+# The engine's fault suite again with a disk chunk cache under every test
+# engine (the -cache flag of internal/proxy), so the cache path meets the
+# same faults. Skipped: the tests of cache_test.go, which set their own
+# cache and ran above, and the lookups by hash, which use no cache.
+echo "== go test -race ./internal/proxy/ -cache=disk"
+go test -race -count=1 -timeout 30m -skip '^(TestCache|TestAuthMemo|TestStatHash)' ./internal/proxy/ -args -cache=disk
+
+# The zero-allocation tests skip under -race (it makes sync.Pool drop
+# items on purpose): run them without it, and check that they did run.
+echo "== zero-allocation tests (no -race)"
+zero_alloc='^(TestHotPathsDoNotAllocate|TestDecoderReuse)$'
+out=$(go test -count=1 -v -run "$zero_alloc" ./internal/xorb/) || { echo "$out"; exit 1; }
+if [ "$(grep -c '^--- PASS' <<<"$out")" != 2 ]; then
+	echo "$out"
+	echo "zero-allocation tests: want 2 passed, not skipped (renamed? update scripts/test.sh)"
+	exit 1
+fi
+echo "2 passed"
+
 echo "== fuzz (short)"
 fuzz_secs=${FUZZ_SECONDS:-10}
 for pkg in $(go list ./internal/...); do
