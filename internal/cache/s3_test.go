@@ -236,21 +236,6 @@ func TestS3ConfigValidate(t *testing.T) {
 	}
 }
 
-// Credentials come from the SDK's default chain when none are configured.
-func TestS3CredentialsFromEnvironment(t *testing.T) {
-	f := newFakeS3(t)
-	t.Setenv("AWS_ACCESS_KEY_ID", "env-key")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
-	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-	cfg := f.config("")
-	cfg.AccessKeyID, cfg.SecretAccessKey = "", ""
-	s := newS3Store(t, cfg)
-	e := cachetest.MakeEntry(cachetest.Xorb(11), 0, 2, 0)
-	mustPut(t, s, e)
-	mustHit(t, s, e.Xorb, 0, 2, 0)
-}
-
 // The index of known keys is bounded; forgotten keys are found again by
 // listing.
 func TestS3IndexBound(t *testing.T) {

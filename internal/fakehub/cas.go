@@ -537,6 +537,7 @@ func (b *body) copyRange(x *xorbRec, src io.ReaderAt, br byteRange) {
 // clients retry the request transparently.
 func (b *body) finish() {
 	if b.failed {
+		b.w.cut = b.limit == 0
 		b.w.Flush()
 		panic(http.ErrAbortHandler)
 	}
@@ -582,6 +583,7 @@ func (h *Hub) bridge(w *recorder, r *http.Request, id string) {
 	cw := &cutWriter{recorder: w, left: limit}
 	http.ServeContent(cw, r, "", time.Time{}, fr)
 	if cw.cut {
+		w.cut = true
 		w.Flush()
 		panic(http.ErrAbortHandler)
 	}

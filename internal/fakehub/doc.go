@@ -94,7 +94,7 @@
 //	FailNth(class, n, status, ra)      fail the nth next request (Retry-After ra)
 //	FailFraction(class, p, seed, ...)  fail a reproducible fraction of requests
 //	InjectFault(Fault{...})            the general form (Nth+Times, Fraction+Seed)
-//	TruncateBodies(class, after, n)    cut n bodies after `after` bytes (abort)
+//	TruncateBodies(class, after, n)    cut n bodies after `after` bytes (abort; counted in Counter.Cut)
 //	CorruptXorb(hash, off, n)          flip stored bytes when they are served
 //	CorruptChunk(file, k)              flip one payload byte of chunk k of a file,
 //	                                   one that still decodes; .Heal() ends it

@@ -37,6 +37,7 @@ type Counter struct {
 	Errors   int64 // answered with a status >= 400
 	BytesOut int64 // response body bytes written
 	BytesIn  int64 // request body bytes read
+	Cut      int64 // bodies cut short by TruncateBodies (connection aborted)
 }
 
 // Stats maps each class to its counter; missing classes are zero.
@@ -50,6 +51,7 @@ func (s Stats) Total() Counter {
 		t.Errors += c.Errors
 		t.BytesOut += c.BytesOut
 		t.BytesIn += c.BytesIn
+		t.Cut += c.Cut
 	}
 	return t
 }
@@ -108,6 +110,9 @@ func (s *stats) record(c Class, r *http.Request, rec *recorder, in int64, d time
 	}
 	ctr.BytesOut += rec.n
 	ctr.BytesIn += in
+	if rec.cut {
+		ctr.Cut++
+	}
 	if len(s.log) < s.size {
 		s.log = append(s.log, entry)
 	} else {
@@ -193,6 +198,7 @@ type recorder struct {
 	http.ResponseWriter
 	code int
 	n    int64
+	cut  bool // the body was cut by a truncation knob
 }
 
 func (w *recorder) WriteHeader(code int) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -287,38 +288,20 @@ func tokenServer(t *testing.T, exp func() int64) (*atomic.Int64, *Client) {
 			w.WriteHeader(404)
 			return
 		}
-		time.Sleep(10 * time.Millisecond) // let concurrent callers pile up
 		fmt.Fprintf(w, `{"accessToken":"cas-%d-%s","exp":%d,"casUrl":"https://cas.test"}`,
 			k, r.Header.Get("Authorization"), exp())
 	})
 	return &n, c
 }
 
-func TestReadTokenCachesAndSharesRequests(t *testing.T) {
+func TestReadTokenCaches(t *testing.T) {
 	n, c := tokenServer(t, func() int64 { return time.Now().Add(time.Hour).Unix() })
 	repo := Repo{Model, "org/m"}
-	var wg sync.WaitGroup
-	toks := make([]string, 20)
-	for i := range toks {
-		wg.Go(func() {
-			tok, err := c.ReadToken(context.Background(), "u1", repo, "main")
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			toks[i] = tok.AccessToken
-		})
+	if _, err := c.ReadToken(context.Background(), "u1", repo, "main"); err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	if n.Load() != 1 {
-		t.Fatalf("%d token requests for 20 concurrent callers", n.Load())
-	}
-	for _, tok := range toks {
-		if tok != toks[0] {
-			t.Fatal("callers got different tokens")
-		}
-	}
-	// Another user, another revision: other entries. Anonymous works.
+	// Another user, another revision: other entries. Anonymous works. The
+	// first one again: cached.
 	for _, call := range []struct{ user, rev string }{{"u2", "main"}, {"u1", "dev"}, {"", "main"}, {"u1", "main"}} {
 		if _, err := c.ReadToken(context.Background(), call.user, repo, call.rev); err != nil {
 			t.Fatal(err)
@@ -383,34 +366,105 @@ func TestReadTokenHeadersAndErrors(t *testing.T) {
 	}
 }
 
-// A caller that gives up does not fail the others sharing its request.
-func TestReadTokenCallerCancelDoesNotFailOthers(t *testing.T) {
-	release := make(chan struct{})
-	_, c := newHub(t, func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		fmt.Fprintf(w, `{"accessToken":"t","exp":%d,"casUrl":"https://cas.test"}`, time.Now().Add(time.Hour).Unix())
+// heldHub is an in-memory Hub transport for the single-flight tests, run
+// in a synctest bubble: it counts the token requests and holds each one
+// until release is closed, so that a test knows, with synctest.Wait, that
+// every caller is waiting and how many requests went upstream.
+type heldHub struct {
+	release chan struct{}
+	n       atomic.Int64
+}
+
+func (h *heldHub) RoundTrip(r *http.Request) (*http.Response, error) {
+	k := h.n.Add(1)
+	if !strings.HasPrefix(r.URL.EscapedPath(), "/api/models/org/m/xet-read-token/") {
+		return &http.Response{StatusCode: 404, Body: http.NoBody, Request: r}, nil
+	}
+	select {
+	case <-h.release:
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	body := fmt.Sprintf(`{"accessToken":"cas-%d","exp":%d,"casUrl":"https://cas.test"}`, k, time.Now().Add(time.Hour).Unix())
+	return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
+		Body: io.NopCloser(strings.NewReader(body)), Request: r}, nil
+}
+
+func heldClient() (*heldHub, *Client) {
+	h := &heldHub{release: make(chan struct{})}
+	return h, &Client{BaseURL: "http://hub.test", HTTP: &http.Client{Transport: h}}
+}
+
+// Concurrent callers for the same (user, repo, revision) share one request:
+// while it is held upstream, 20 callers wait and one request was sent.
+func TestReadTokenSharesOneRequest(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up, c := heldClient()
+		var wg sync.WaitGroup
+		toks := make([]string, 20)
+		for i := range toks {
+			wg.Go(func() {
+				tok, err := c.ReadToken(context.Background(), "u1", Repo{Model, "org/m"}, "main")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				toks[i] = tok.AccessToken
+			})
+		}
+		synctest.Wait() // every caller is blocked: on the request, or waiting for it
+		if n := up.n.Load(); n != 1 {
+			t.Fatalf("%d token requests while 20 callers wait, want 1", n)
+		}
+		close(up.release)
+		wg.Wait()
+		for _, tok := range toks {
+			if tok != "cas-1" {
+				t.Fatalf("callers got %q, want the one token cas-1", toks)
+			}
+		}
+		if n := up.n.Load(); n != 1 {
+			t.Fatalf("%d token requests for 20 concurrent callers, want 1", n)
+		}
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	first := make(chan error, 1)
-	go func() {
-		_, err := c.ReadToken(ctx, "u", Repo{Model, "a"}, "main")
-		first <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	second := make(chan error, 1)
-	go func() {
-		_, err := c.ReadToken(context.Background(), "u", Repo{Model, "a"}, "main")
-		second <- err
-	}()
-	time.Sleep(20 * time.Millisecond)
-	cancel()
-	if err := <-first; !errors.Is(err, context.Canceled) {
-		t.Fatalf("first: %v", err)
-	}
-	close(release)
-	if err := <-second; err != nil {
-		t.Fatalf("second: %v", err)
-	}
+}
+
+// A caller that gives up does not fail the others sharing its request, and
+// they do not ask again.
+func TestReadTokenCallerCancelDoesNotFailOthers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		up, c := heldClient()
+		ctx, cancel := context.WithCancel(context.Background())
+		first := make(chan error, 1)
+		go func() {
+			_, err := c.ReadToken(ctx, "u", Repo{Model, "org/m"}, "main")
+			first <- err
+		}()
+		synctest.Wait() // the first caller's request is upstream, held
+		second := make(chan error, 1)
+		go func() {
+			tok, err := c.ReadToken(context.Background(), "u", Repo{Model, "org/m"}, "main")
+			if err == nil && tok.AccessToken != "cas-1" {
+				err = fmt.Errorf("got token %q, want the shared cas-1", tok.AccessToken)
+			}
+			second <- err
+		}()
+		synctest.Wait() // the second caller waits for that same request
+		if n := up.n.Load(); n != 1 {
+			t.Fatalf("%d token requests with two callers waiting, want 1", n)
+		}
+		cancel()
+		if err := <-first; !errors.Is(err, context.Canceled) {
+			t.Fatalf("first: %v", err)
+		}
+		close(up.release)
+		if err := <-second; err != nil {
+			t.Fatalf("second: %v", err)
+		}
+		if n := up.n.Load(); n != 1 {
+			t.Fatalf("%d token requests, want 1", n)
+		}
+	})
 }
 
 func TestOpenPlainRangeAndResume(t *testing.T) {

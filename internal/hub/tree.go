@@ -70,8 +70,24 @@ const (
 // List lists the tree at revision under path ("" = the root), one level or
 // recursively, following the Link rel="next" pagination to the end.
 func (c *Client) List(ctx context.Context, token string, repo Repo, revision, path string, recursive bool) ([]Entry, error) {
-	if err := repo.Validate(); err != nil {
+	var out []Entry
+	err := c.ListPages(ctx, token, repo, revision, path, recursive, func(page []Entry) error {
+		out = append(out, page...)
+		return nil
+	})
+	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// ListPages is List delivering the listing one page at a time, in order:
+// a caller that needs only part of it, or bounds the work, stops the
+// listing by returning an error from fn, which ListPages returns as is
+// without asking for the next page.
+func (c *Client) ListPages(ctx context.Context, token string, repo Repo, revision, path string, recursive bool, fn func(page []Entry) error) error {
+	if err := repo.Validate(); err != nil {
+		return err
 	}
 	c.init()
 	u := c.BaseURL + "/api/" + repo.api() + "/tree/" + revisionSegment(revision)
@@ -83,46 +99,50 @@ func (c *Client) List(ctx context.Context, token string, repo Repo, revision, pa
 		q.Set("recursive", "true")
 	}
 	u += "?" + q.Encode()
-	var out []Entry
+	total := 0
 	seen := map[string]bool{}
 	for page := 0; u != ""; page++ {
 		if page >= maxTreePages || seen[u] {
-			return nil, fmt.Errorf("hub list %s: pagination does not end", upstream.Redact(u))
+			return fmt.Errorf("hub list %s: pagination does not end", upstream.Redact(u))
 		}
 		seen[u] = true
 		resp, err := c.do(ctx, "list", http.MethodGet, u, token, http.Header{"Accept": {"application/json"}}, false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		var items []wireEntry
 		err = json.NewDecoder(io.LimitReader(resp.Body, maxPageBytes)).Decode(&items)
 		next := parseLinks(resp.Header.Values("Link"))["next"]
 		upstream.Drain(resp.Body)
 		if err != nil {
-			return nil, netErr("list", u, fmt.Errorf("decoding the listing: %w", err))
+			return netErr("list", u, fmt.Errorf("decoding the listing: %w", err))
 		}
-		for _, it := range items {
-			out = append(out, it.entry())
+		if total += len(items); total > maxListEntries {
+			return fmt.Errorf("hub list %s: more than %d entries", upstream.Redact(u), maxListEntries)
 		}
-		if len(out) > maxListEntries {
-			return nil, fmt.Errorf("hub list %s: more than %d entries", upstream.Redact(u), maxListEntries)
+		entries := make([]Entry, len(items))
+		for i, it := range items {
+			entries[i] = it.entry()
+		}
+		if err := fn(entries); err != nil {
+			return err
 		}
 		if next != "" {
 			base, _ := url.Parse(u)
 			ref, err := url.Parse(next)
 			if err != nil {
-				return nil, fmt.Errorf("hub list %s: bad next link", upstream.Redact(u))
+				return fmt.Errorf("hub list %s: bad next link", upstream.Redact(u))
 			}
 			next = base.ResolveReference(ref).String()
 			// The caller's token goes with every page; a next link that
 			// leaves the Hub's origin would hand it to a third party.
 			if !c.onHub(next) {
-				return nil, fmt.Errorf("hub list %s: %w", upstream.Redact(u), ErrForeignLink)
+				return fmt.Errorf("hub list %s: %w", upstream.Redact(u), ErrForeignLink)
 			}
 		}
 		u = next
 	}
-	return out, nil
+	return nil
 }
 
 // PathsInfo returns the entries of the given paths at revision; paths that

@@ -630,12 +630,19 @@ func TestCacheKeepsAccessPerUser(t *testing.T) {
 		t.Fatalf("%d cache lookups hit for callers without access", got-hits)
 	}
 	// The reader's memoised answers are not anyone else's: a token that
-	// can read another repo asks upstream for its own answers.
+	// works (it reads its own repo) asks upstream for its own answers for
+	// the private file, and is refused there.
 	mo := e.stat(t, "hf_other", other, "x.bin")
+	if got, _ := readAll(t, e.eng, "hf_other", mo, 0, -1); !bytes.Equal(got, weights(1, 100000)) {
+		t.Fatal("hf_other: its own file differs")
+	}
+	e.fh.ResetStats()
 	if _, err := e.eng.Open(context.Background(), "hf_other", &hub.FileMeta{Repo: priv, Revision: "main", Size: m.Size, XetHash: m.XetHash}, 0, -1); err == nil {
 		t.Fatal("another repo's reader opened the private file")
 	}
-	_ = mo
+	if st := e.fh.Stats()[fakehub.ClassToken]; st.Requests == 0 || st.Errors != st.Requests {
+		t.Fatalf("token requests for hf_other's open: %+v, want refusals from upstream", st)
+	}
 }
 
 func TestAuthMemo(t *testing.T) {

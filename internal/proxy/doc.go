@@ -133,6 +133,15 @@
 // token, repo and revision for a short time; the memo keys on a digest of
 // the token, so it never answers one user with another's authorisation.
 //
+// Lookup by Xet hash (StatHash) reads the repo's recursive listing with
+// the caller's token, which can take many requests for a large repo.
+// Bounded: at most Config.HashListMax entries, ErrListingTooLarge past
+// them. Shared: concurrent lookups with the same (token digest, repo,
+// revision) wait for one listing, which runs detached and stops when the
+// last of them leaves. Remembered: the Xet files a listing found (or its
+// being too large) answer every lookup with the same key for
+// Config.HashListTTL, found or not; refusals and failures are not kept.
+//
 // Failures of the cache are soft: a Get error is a miss, a Put error is
 // counted and logged (rate-limited). CacheStats has the counters; a
 // stream's Sources say where its bytes came from.
@@ -141,7 +150,8 @@
 //
 // Open and Read return: ErrRangeNotSatisfiable (offset at or past the
 // end), *hub.Error as the Hub answered (not found, auth), ErrNotFound (an
-// unknown Xet hash in StatHash), *IntegrityError (a chunk that does not
+// unknown Xet hash in StatHash), ErrListingTooLarge (StatHash in a repo of
+// more than Config.HashListMax entries), *IntegrityError (a chunk that does not
 // decode, a term of the wrong length, a file hash or ETag digest that does
 // not match), *UpstreamError with Timeout set when the upstream was too
 // slow (stalled body, 504), or the context's error. A stream never ends

@@ -68,12 +68,22 @@ type Config struct {
 	// reconstruction) are reused for the same user token, repo and
 	// revision. 0 disables the memo: every request asks upstream.
 	AuthTTL time.Duration
+
+	// HashListMax bounds the work of StatHash: the entries (files and
+	// directories) it lists in a repo to find a Xet hash (default
+	// DefaultHashListMax). A larger repo is ErrListingTooLarge.
+	HashListMax int
+	// HashListTTL is how long StatHash keeps what a listing found, for
+	// lookups of any hash by the same token in the same repo and revision,
+	// found or not (default DefaultHashListTTL).
+	HashListTTL time.Duration
 }
 
 // Validate reports a configuration that cannot work.
 func (c Config) Validate() error {
 	if c.BlockSize < 0 || c.Parallel < 0 || c.StreamBuffer < 0 || c.MaxBuffer < 0 ||
-		c.FillBuffer < 0 || c.FillTimeout < 0 || c.AuthTTL < 0 {
+		c.FillBuffer < 0 || c.FillTimeout < 0 || c.AuthTTL < 0 ||
+		c.HashListMax < 0 || c.HashListTTL < 0 {
 		return errors.New("proxy: negative size in config")
 	}
 	if c.BlockSize != 0 && c.BlockSize < 1<<20 {
@@ -105,6 +115,8 @@ type Engine struct {
 	fillBudget  *budget
 	fillTimeout time.Duration
 	memo        *memo // nil: disabled
+	hashes      *hashIndexes
+	hashListMax int
 	stats       counters
 	streams     atomic.Uint64  // numbers streams
 	segLocks    [64]sync.Mutex // serialise the Puts of partial segments (putSegment)
@@ -176,6 +188,15 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.AuthTTL > 0 {
 		e.memo = newMemo(cfg.AuthTTL)
 	}
+	e.hashListMax = cfg.HashListMax
+	if e.hashListMax == 0 {
+		e.hashListMax = DefaultHashListMax
+	}
+	ttl := cfg.HashListTTL
+	if ttl == 0 {
+		ttl = DefaultHashListTTL
+	}
+	e.hashes = newHashIndexes(ttl, e.hashListMax)
 	return e, nil
 }
 
@@ -204,31 +225,25 @@ func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision
 // hash belongs to it, so the hash is looked up in the repo's file listing,
 // fetched with the caller's credentials: a caller cannot read a file it
 // knows only by hash through some other repo it can read. The listing also
-// gives the size and the sha256 ETag. Positive answers are memoised like
-// Stat's.
+// gives the size and the sha256 ETag.
+//
+// The work is bounded and shared (see hashIndexes): one listing of at most
+// Config.HashListMax entries per (token, repo, revision), shared by
+// concurrent lookups and kept for Config.HashListTTL, so that lookups of
+// other hashes, found or not, ask the Hub nothing more. A repo listing
+// more entries is ErrListingTooLarge.
 func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error) {
-	key := e.memo.key(token, repo, revision, "hash", h.String())
-	if v, ok := e.memo.get(key); ok {
-		c := *v.(*hub.FileMeta)
-		return &c, nil
-	}
-	entries, err := e.hub.List(ctx, token, repo, revision, "", true)
+	files, err := e.hashes.files(ctx, hashIndexKey(token, repo, revision), func(ctx context.Context) (map[merklehash.Hash]hashFile, error) {
+		return e.listXetFiles(ctx, token, repo, revision, e.hashListMax)
+	})
 	if err != nil {
-		return nil, upstream("list", h.String(), err)
+		return nil, err
 	}
-	for _, en := range entries {
-		if en.Type != "file" || en.XetHash == nil || *en.XetHash != h {
-			continue
-		}
-		m := &hub.FileMeta{Repo: repo, Revision: revision, Path: en.Path, XetHash: &h, Size: en.Size}
-		if en.LFS != nil {
-			m.ETag = en.LFS.OID
-		}
-		c := *m
-		e.memo.put(key, &c)
-		return m, nil
+	f, ok := files[h]
+	if !ok {
+		return nil, fmt.Errorf("xet file %s in %s@%s: %w", h, repo.ID, revision, ErrNotFound)
 	}
-	return nil, fmt.Errorf("xet file %s in %s@%s: %w", h, repo.ID, revision, ErrNotFound)
+	return &hub.FileMeta{Repo: repo, Revision: revision, Path: f.path, XetHash: &h, Size: f.size, ETag: f.etag}, nil
 }
 
 // ErrNotFound: a Xet hash that names no file of the repo.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -272,11 +273,30 @@ func TestDeduplicatedFiles(t *testing.T) {
 	}
 }
 
+// A CAS without the v2 reconstruction API: the engine falls back to v1.
 func TestV2Disabled(t *testing.T) {
 	f := newFixture(t, fakehub.Config{})
 	f.fh.DisableV2(true)
+	f.fh.ResetStats()
 	f.check(t, 0, -1)
 	f.check(t, 123456, 1000000)
+	v1, v2 := 0, 0
+	for _, r := range f.fh.Requests() {
+		if r.Class != fakehub.ClassReconstruction {
+			continue
+		}
+		switch {
+		case strings.Contains(r.Path, "/v1/reconstructions/") && r.Status == http.StatusOK:
+			v1++
+		case strings.Contains(r.Path, "/v2/reconstructions/") && r.Status != http.StatusNotFound:
+			t.Errorf("v2 answered %d with v2 disabled: %s", r.Status, r.Path)
+		case strings.Contains(r.Path, "/v2/reconstructions/"):
+			v2++
+		}
+	}
+	if v1 == 0 || v2 == 0 {
+		t.Fatalf("%d v1 reconstructions served, %d v2 queries refused: want both (v2 tried, v1 used)", v1, v2)
+	}
 }
 
 func TestForbiddenOncePerXorbURL(t *testing.T) {
@@ -314,13 +334,26 @@ func TestServerErrorBursts(t *testing.T) {
 	}
 }
 
+// Xorb bodies cut short are fetched again (resuming), and the bytes come
+// out right. Each case runs on a fresh fixture, so that with -cache the
+// reads still go upstream and meet the cuts.
 func TestTruncatedBodies(t *testing.T) {
-	f := newFixture(t, fakehub.Config{})
-	f.fh.TruncateBodies(fakehub.ClassXorb, 10000, 5)
-	f.check(t, 0, -1)
-	f.fh.TruncateBodies(fakehub.ClassXorb, 100, 3)
-	f.check(t, 777, 2000000)
-	f.fh.TruncateBodies(fakehub.ClassXorb, 0, 0)
+	for _, tc := range []struct {
+		after     int64
+		times     int
+		off, size int64
+	}{
+		{10000, 5, 0, -1},
+		{100, 3, 777, 2000000},
+	} {
+		f := newFixture(t, fakehub.Config{})
+		f.fh.ResetStats()
+		f.fh.TruncateBodies(fakehub.ClassXorb, tc.after, tc.times)
+		f.check(t, tc.off, tc.size)
+		if cut := f.fh.Stats()[fakehub.ClassXorb].Cut; cut != int64(tc.times) {
+			t.Fatalf("%d xorb bodies cut after %d bytes, want %d: the test tests nothing", cut, tc.after, tc.times)
+		}
+	}
 }
 
 // Corrupted xorb bytes end the stream with an error, never with wrong

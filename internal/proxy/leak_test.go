@@ -55,8 +55,9 @@ func TestCancelMidStream(t *testing.T) {
 				}
 			case "close":
 			case "cancel-blocked":
-				// Let the read-ahead fill its budget and block, then cancel.
-				time.Sleep(200 * time.Millisecond)
+				// Wait until the read-ahead has filled the stream's
+				// budget and a fetch is blocked on it, then cancel.
+				waitUntil(t, func() bool { return budgetWaiters(t, rc) > 0 })
 				cancel()
 			}
 			done := make(chan struct{})
@@ -89,4 +90,17 @@ func TestFailureLeaksNothing(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	verifyNoLeaks(t, f, before)
+}
+
+// budgetWaiters returns how many of rc's fetches wait for room in the
+// stream's read-ahead budget.
+func budgetWaiters(t *testing.T, rc io.ReadCloser) int {
+	t.Helper()
+	s, ok := rc.(*stream)
+	if !ok {
+		t.Fatalf("Open returned a %T, not a *stream: update budgetWaiters", rc)
+	}
+	s.budget.mu.Lock()
+	defer s.budget.mu.Unlock()
+	return s.budget.waiters
 }

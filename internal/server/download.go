@@ -67,7 +67,7 @@ func (s *Server) serveHash(w http.ResponseWriter, r *http.Request, ref *hashRef)
 	}
 	d := s.newDownload(r)
 	defer d.cancel(nil)
-	meta, err := s.engine.StatHash(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.hash)
+	meta, err := s.statHash(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.hash)
 	if err != nil {
 		s.fail(w, r, d, err)
 		return

@@ -295,8 +295,8 @@ func TestDownloadUpstreamErrors(t *testing.T) {
 	f := newFixture(t, nil)
 	p := "/download/org/m/model.safetensors"
 	remove := f.fh.InjectFault(fakehub.Fault{Class: fakehub.ClassResolve, Status: 503}) // every resolve
-	if a := f.do("GET", p); a.status != 502 {
-		t.Errorf("hub 503: %d", a.status)
+	if a := f.do("GET", p); a.status != 502 || a.header.Get("X-Error-Code") != "UpstreamError" {
+		t.Errorf("hub 503: %d %q", a.status, a.header.Get("X-Error-Code"))
 	}
 	remove()
 	a := f.do("GET", "/org/gated/resolve/main/w.bin", "Authorization", "Bearer "+userToken)
@@ -310,8 +310,8 @@ func TestDownloadUpstreamErrors(t *testing.T) {
 	remove()
 	// The first chunk header of every xorb is garbage: the first read fails.
 	f.fh.CorruptXorb(merklehash.Zero, 0, 1)
-	if a := f.do("GET", p); a.status != 502 {
-		t.Errorf("failure before the first byte: %d", a.status)
+	if a := f.do("GET", p); a.status != 502 || a.header.Get("X-Error-Code") != "IntegrityError" {
+		t.Errorf("failure before the first byte: %d %q, want 502 IntegrityError", a.status, a.header.Get("X-Error-Code"))
 	}
 	f.fh.ClearFaults()
 	// failure after the status line: the client must see a broken transfer.
@@ -361,6 +361,36 @@ func TestDownloadIntegrityFailureBeforeFirstByte(t *testing.T) {
 	}
 }
 
+// The Hub rate limiting the proxy is passed on as 429 with a Retry-After:
+// the Hub's own when it gave one, ours otherwise (after the Hub client's
+// retries), so that clients back off instead of failing.
+func TestDownloadHubRateLimited(t *testing.T) {
+	f := newFixture(t, nil)
+	p := "/download/org/m/model.safetensors"
+	for _, tc := range []struct {
+		hubRetryAfter time.Duration
+		want          string
+	}{
+		{7 * time.Second, "7"},         // longer than the client waits: passed on at once
+		{0, retryAfterSeconds},         // none from the Hub: ours
+		{1500 * time.Millisecond, "2"}, // whole seconds, rounded up by fakehub
+	} {
+		f.fh.ResetStats()
+		remove := f.fh.InjectFault(fakehub.Fault{Class: fakehub.ClassResolve, Status: http.StatusTooManyRequests, RetryAfter: tc.hubRetryAfter})
+		a := f.do("GET", p)
+		remove()
+		if a.status != http.StatusTooManyRequests || a.header.Get("Retry-After") != tc.want {
+			t.Errorf("hub 429 (Retry-After %v): %d, Retry-After %q, want 429 and %q", tc.hubRetryAfter, a.status, a.header.Get("Retry-After"), tc.want)
+		}
+		if st := f.fh.Stats()[fakehub.ClassResolve]; st.Errors == 0 || st.Errors != st.Requests {
+			t.Errorf("fakehub answered %d resolves, %d of them errors: the 429 did not fire", st.Requests, st.Errors)
+		}
+	}
+	if a := f.do("GET", p); a.status != 200 || !bytes.Equal(a.body, f.big.data) {
+		t.Errorf("after the rate limit: %d, %d bytes", a.status, len(a.body))
+	}
+}
+
 func TestDownloadUpstreamTimeout(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.UpstreamTimeout = 100 * time.Millisecond })
 	f.holdXorbs() // never released: the first read waits
@@ -400,6 +430,18 @@ func TestDownloadOverload(t *testing.T) {
 	if a := f.do("HEAD", "/download/org/m/config.json"); a.status != 200 {
 		t.Errorf("HEAD while full: %d (needs no slot)", a.status)
 	}
+	// A lookup by hash lists the repo upstream: it needs a slot, even
+	// for HEAD, and asks the Hub nothing when it gets none.
+	f.fh.ResetStats()
+	for _, method := range []string{"GET", "HEAD"} {
+		a := f.do(method, "/download-hash/"+f.big.xetHash.String()+"?repo=org/m")
+		if a.status != 503 || a.header.Get("X-Error-Code") != "Overloaded" {
+			t.Errorf("%s download-hash while full: %d %v", method, a.status, a.header)
+		}
+	}
+	if st := f.fh.Stats()[fakehub.ClassAPI]; st.Requests != 0 {
+		t.Errorf("refused lookups made %d Hub API requests", st.Requests)
+	}
 	f.releaseXorbs()
 	if a := <-done; a.status != 200 || !bytes.Equal(a.body, f.big.data) || a.err != nil {
 		t.Errorf("first download: %d %d %v", a.status, len(a.body), a.err)
@@ -407,7 +449,7 @@ func TestDownloadOverload(t *testing.T) {
 	if a := f.do("GET", "/download/org/m/config.json"); a.status != 200 {
 		t.Errorf("after the slot freed: %d", a.status)
 	}
-	if a := f.do("GET", "/metrics"); !bytes.Contains(a.body, []byte(`xetproxy_downloads_rejected_total{reason="slots"} 1`)) {
+	if a := f.do("GET", "/metrics"); !bytes.Contains(a.body, []byte(`xetproxy_downloads_rejected_total{reason="slots"} 3`)) {
 		t.Error("rejection not counted")
 	}
 }
@@ -433,6 +475,10 @@ func TestClientDisconnect(t *testing.T) {
 	res.Body.Close()
 	// the slot is released after the engine's body is closed
 	waitFor(t, func() bool { return f.srv.adm.inFlight() == 0 })
+	// and the request is recorded as 499 (client gone), not as a success
+	// or an upstream failure
+	want := []byte(`xetproxy_http_requests_total{code="499",method="GET",route="download"} 1`)
+	waitFor(t, func() bool { return bytes.Contains(f.do("GET", "/metrics").body, want) })
 	f.closeAll()
 	// nothing of the stream is left: not the scheduler asleep in its
 	// 30-second retry, not a fetch

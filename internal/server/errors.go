@@ -63,6 +63,7 @@ var (
 //	Hub answers (*hub.Error)               4xx kept as the Hub gave them, with its X-Error-Code
 //	                                       and X-Repo-Commit; 429 kept with Retry-After; 5xx → 502
 //	range not satisfiable                  416
+//	repo too large for a lookup by hash    422 (code HashLookupTooLarge)
 //	integrity failure                      502 (code IntegrityError)
 //	timeouts (ours, context, net)          504
 //	anything else upstream                 502

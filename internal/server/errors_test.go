@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/proxy"
 )
 
 type timeoutErr struct{}
@@ -41,6 +42,9 @@ func TestClassify(t *testing.T) {
 		{"deadline", live, fmt.Errorf("get: %w", context.DeadlineExceeded), 504, "UpstreamTimeout"},
 		{"net timeout", live, &net.OpError{Op: "read", Err: timeoutErr{}}, 504, "UpstreamTimeout"},
 		{"other", live, errors.New("connection refused"), 502, "UpstreamError"},
+		{"hash lookup too large", live, fmt.Errorf("list: %w", proxy.ErrListingTooLarge), 422, "HashLookupTooLarge"},
+		{"hash not found", live, fmt.Errorf("x: %w", proxy.ErrNotFound), 404, "EntryNotFound"},
+		{"integrity", live, &proxy.IntegrityError{File: "f", Err: errors.New("bad chunk")}, 502, "IntegrityError"},
 	}
 	for _, tc := range tests {
 		e := classify(tc.ctx, tc.err)

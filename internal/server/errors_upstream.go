@@ -23,6 +23,11 @@ func classifyUpstream(err error) *apiError {
 		e.cause = err
 		return e
 	}
+	if errors.Is(err, proxy.ErrListingTooLarge) {
+		e := newAPIError(http.StatusUnprocessableEntity, "HashLookupTooLarge", "the repo has too many files to look a Xet hash up in; download the file by path")
+		e.cause = err
+		return e
+	}
 	var ie *proxy.IntegrityError
 	if errors.As(err, &ie) {
 		e := newAPIError(http.StatusBadGateway, "IntegrityError", "upstream data failed verification")

@@ -1,7 +1,11 @@
 package server
 
 import (
+	"context"
 	"sync"
+
+	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
 )
 
 // admission bounds the work the server takes on: a number of concurrent
@@ -81,4 +85,18 @@ func (a *admission) inFlight() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.slots
+}
+
+// statHash looks a Xet hash up (Engine.StatHash) under the admission
+// limits. A lookup lists the repo upstream, work that costs like a download
+// starting, so it takes a download slot (without read-ahead bytes: the
+// engine bounds the listing itself) and is refused with 503 when none is
+// free. The slot is given back before the download asks for its own.
+func (s *Server) statHash(ctx context.Context, token string, repo hub.Repo, revision string, h merklehash.Hash) (*hub.FileMeta, error) {
+	release, ok := s.adm.acquire(0)
+	if !ok {
+		return nil, errOverloaded
+	}
+	defer release()
+	return s.engine.StatHash(ctx, token, repo, revision, h)
 }

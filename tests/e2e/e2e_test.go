@@ -390,13 +390,13 @@ func TestUpstreamFaultMidStream(t *testing.T) {
 func TestUpstreamErrorsBeforeFirstByte(t *testing.T) {
 	p := startProxy(t, nil)
 	hub.InjectFault(fakehub.Fault{Class: fakehub.ClassResolve, Status: 500})
-	if a := p.do("GET", weightsPath); a.status != 502 {
-		t.Errorf("hub 500 on resolve: %d", a.status)
+	if a := p.do("GET", weightsPath); a.status != 502 || a.header.Get("X-Error-Code") != "UpstreamError" {
+		t.Errorf("hub 500 on resolve: %d %q", a.status, a.header.Get("X-Error-Code"))
 	}
 	hub.ClearFaults()
 	hub.InjectFault(fakehub.Fault{Class: fakehub.ClassXorb, Status: 404})
-	if a := p.do("GET", weightsPath); a.status != 502 {
-		t.Errorf("xorb 404 before the first byte: %d", a.status)
+	if a := p.do("GET", weightsPath); a.status != 502 || a.header.Get("X-Error-Code") != "UpstreamError" {
+		t.Errorf("xorb 404 before the first byte: %d %q", a.status, a.header.Get("X-Error-Code"))
 	}
 	hub.ClearFaults()
 }
@@ -420,6 +420,9 @@ func TestClientDisconnect(t *testing.T) {
 		tr.CloseIdleConnections()
 	}
 	waitFor(t, "downloads to end", func() bool { return p.inFlight() == 0 })
+	// each is recorded as 499 (client gone)
+	gone := []byte(`xetproxy_http_requests_total{code="499",method="GET",route="download"} 3`)
+	waitFor(t, "three 499s in the metrics", func() bool { return bytes.Contains(p.do("GET", "/metrics").body, gone) })
 	// No engine fetcher, body copier or connection may outlive its
 	// download. Pooled keep-alive connections are not leaks, but a fetch
 	// that ends just after the check may return one to its pool: close the
