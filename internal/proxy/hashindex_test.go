@@ -109,12 +109,22 @@ func bigRepoEnv(t *testing.T, tweak ...func(*Config)) (e *testEnv, g *gate, xet 
 }
 
 // treeRequests counts the tree listing requests fakehub answered.
-func treeRequests(fh *fakehub.Hub) int {
-	n := 0
-	for _, r := range fh.Requests() {
-		if r.Class == fakehub.ClassAPI && strings.Contains(r.Path, "/tree/") {
-			n++
+// treeRequests counts the listing pages fakehub served, waiting (5 s at
+// most) for it to reach want: fakehub logs a request once its handler
+// has returned, which can be just after the client read what it needed.
+func treeRequests(fh *fakehub.Hub, want int) int {
+	count := func() int {
+		n := 0
+		for _, r := range fh.Requests() {
+			if r.Class == fakehub.ClassAPI && strings.Contains(r.Path, "/tree/") {
+				n++
+			}
 		}
+		return n
+	}
+	n := count()
+	for deadline := time.Now().Add(5 * time.Second); n < want && time.Now().Before(deadline); n = count() {
+		time.Sleep(5 * time.Millisecond)
 	}
 	return n
 }
@@ -134,7 +144,7 @@ func TestStatHashListsOnceAndRemembers(t *testing.T) {
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("miss: %v", err)
 	}
-	if n := treeRequests(e.fh); n != pages {
+	if n := treeRequests(e.fh, pages); n != pages {
 		t.Fatalf("one miss made %d tree requests, want %d (one listing)", n, pages)
 	}
 	if _, err := e.eng.StatHash(context.Background(), "", repoBig, "main", randomHash(1)); !errors.Is(err, ErrNotFound) {
@@ -151,7 +161,7 @@ func TestStatHashListsOnceAndRemembers(t *testing.T) {
 	if m.Path != want.Path || m.Size != want.Size || m.ETag != want.SHA256 || *m.XetHash != want.XetHash {
 		t.Fatalf("hit: %+v, want %+v", m, want)
 	}
-	if n := treeRequests(e.fh); n != pages {
+	if n := treeRequests(e.fh, pages); n != pages {
 		t.Fatalf("%d tree requests after a repeated miss, another miss and a hit, want still %d", n, pages)
 	}
 	// The listing belongs to the anonymous caller: a user lists for
@@ -161,7 +171,7 @@ func TestStatHashListsOnceAndRemembers(t *testing.T) {
 			t.Fatalf("user miss: %v", err)
 		}
 	}
-	if n := treeRequests(e.fh); n != 2*pages {
+	if n := treeRequests(e.fh, 2*pages); n != 2*pages {
 		t.Fatalf("%d tree requests, want %d (one listing per token)", n, 2*pages)
 	}
 }
@@ -192,7 +202,7 @@ func TestStatHashConcurrentMissesShareOneListing(t *testing.T) {
 			t.Fatalf("miss: %v", err)
 		}
 	}
-	if n := treeRequests(e.fh); n != pages {
+	if n := treeRequests(e.fh, pages); n != pages {
 		t.Fatalf("%d concurrent misses made %d tree requests, want %d (one listing)", callers, n, pages)
 	}
 }
@@ -236,7 +246,7 @@ func TestStatHashBoundedListing(t *testing.T) {
 			t.Fatalf("lookup in a repo past the bound: %v", err)
 		}
 	}
-	if n := treeRequests(e.fh); n != max/bigRepoPage+1 {
+	if n := treeRequests(e.fh, max/bigRepoPage+1); n != max/bigRepoPage+1 {
 		t.Fatalf("%d tree requests, want %d (the pages up to the bound, once)", n, max/bigRepoPage+1)
 	}
 	// A small repo is still found.
@@ -261,7 +271,7 @@ func TestStatHashKeepsAccessPerToken(t *testing.T) {
 			t.Fatalf("token %q: %v, want the Hub's refusal", tok, err)
 		}
 	}
-	if n := treeRequests(e.fh); n != 6 {
+	if n := treeRequests(e.fh, 6); n != 6 {
 		t.Fatalf("%d tree requests, want 6 (refusals are not remembered)", n)
 	}
 }
