@@ -17,9 +17,10 @@ import (
 type fillTable struct {
 	mu     sync.Mutex
 	byXorb map[merklehash.Hash][]*fill
-	n      int             // fills running
-	idle   []chan struct{} // closed when n drops to 0
-	closed bool
+	// running counts the fills whose goroutines run (never closed: the
+	// table's own closed flag stops new fills).
+	running bgTracker
+	closed  bool
 	// done counts the fills that completed; recent holds the latest of
 	// them (each with its number in doneSeq), so that a stream whose
 	// lookup missed just before a fill's last Put, and that finds the fill
@@ -67,7 +68,7 @@ func (t *fillTable) join(s *stream, f *fetch, since uint64, m *cache.Manifest) *
 	}
 	fl := newFill(s, f, m)
 	t.byXorb[fe.Xorb] = append(t.byXorb[fe.Xorb], fl)
-	t.n++
+	t.running.start()
 	go fl.run()
 	return fl
 }
@@ -101,17 +102,7 @@ func (t *fillTable) remove(fl *fill, completed bool) {
 }
 
 // ended records that a fill's goroutines are gone.
-func (t *fillTable) ended() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.n == 0 {
-		for _, ch := range t.idle {
-			close(ch)
-		}
-		t.idle = nil
-	}
-}
+func (t *fillTable) ended() { t.running.end() }
 
 func (t *fillTable) close() {
 	t.mu.Lock()
@@ -120,22 +111,7 @@ func (t *fillTable) close() {
 }
 
 // wait returns when no fill runs, or with ctx's error.
-func (t *fillTable) wait(ctx context.Context) error {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	ch := make(chan struct{})
-	t.idle = append(t.idle, ch)
-	t.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+func (t *fillTable) wait(ctx context.Context) error { return t.running.wait(ctx) }
 
 // fill fetches one xorb range from upstream into the cache, for every
 // stream that needs it. It runs on a context detached from the request
