@@ -225,6 +225,56 @@ func editedCopy(a []byte) []byte {
 }
 
 // Concurrent requests for the same cold file fetch each xorb range once.
+// Readers that drift apart still fetch each range once: a reader that
+// arrives after a fill completed finds its chunks in the staging store (not
+// proven yet, so not in the cache) instead of starting the fill again. Disk
+// stores and small blocks, so that there are many short fills.
+func TestCacheDriftingReadersFetchOnceFromStaging(t *testing.T) {
+	dir := t.TempDir()
+	st, err := cache.OpenStaging(dir, 1<<30, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, fakehub.Config{MaxXorbBytes: 64 << 20}, func(c *Config) {
+		c.Cache = diskCache(t, dir, 1<<30)
+		c.Staging = st
+	})
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := mixed(24, 24<<20)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	e.fh.ResetStats()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			time.Sleep(time.Duration(i) * 20 * time.Millisecond) // drifting apart
+			got, _ := readAll(t, e.eng, "", m, 0, -1)
+			if !bytes.Equal(got, data) {
+				t.Error("bytes differ")
+			}
+		})
+	}
+	wg.Wait()
+	flush(t, e.eng)
+	seen := map[string]int{}
+	for _, r := range e.fh.Requests() {
+		if r.Class == fakehub.ClassXorb {
+			seen[r.Path[:len("/cas/transfer/")+64]+" "+r.Header.Get("Range")]++
+		}
+	}
+	if len(seen) < 10 {
+		t.Fatalf("%d distinct xorb ranges: the test wants many short fills", len(seen))
+	}
+	for k, c := range seen {
+		if c != 1 {
+			t.Errorf("%s fetched %d times", k, c)
+		}
+	}
+	if st := e.eng.CacheStats(); st.StagedBytes == 0 || st.PromotedBytes == 0 {
+		t.Fatalf("stats %+v: want staged chunks promoted", st)
+	}
+}
+
 func TestCacheConcurrentColdReadsFetchOnce(t *testing.T) {
 	e := cacheEnv(t, memCache(t, 1<<30))
 	e.repo(t, fakehub.RepoSpec{ID: "org/m"})

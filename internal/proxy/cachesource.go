@@ -64,7 +64,17 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	}
 	var fl *fill
 	since := s.e.fills.mark()
-	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, min(segmentEnd(fe.Chunks.Start), fe.Chunks.End))
+	firstEnd := min(segmentEnd(fe.Chunks.Start), fe.Chunks.End)
+	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd)
+	firstStaged := false
+	if first == nil {
+		// Chunks that a completed fill left in staging (not proven yet,
+		// so not in the cache) are there for this stream too: fetching
+		// them again would undo the single flight.
+		if first = s.e.stagingGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd); first != nil {
+			firstStaged = true
+		}
+	}
 	if first == nil {
 		if err := s.ctx.Err(); err != nil {
 			return err
@@ -78,7 +88,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	lookup:
 		for {
 			if first != nil {
-				err, first = s.fromEntry(f, tr, first, srcCache, m, false), nil
+				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged), nil
 				break lookup
 			}
 			// Chunks a fill brought count as that fill's (fetched for this
@@ -107,6 +117,14 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 				err = s.fromEntry(f, tr, ent, src, m, true)
 				break lookup
+			}
+			if s.e.staging != nil {
+				// A promotion Puts before it drops the staged copy: one
+				// that ran between the two lookups left it in the cache.
+				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+					err = s.fromEntry(f, tr, ent, src, m, false)
+					break lookup
+				}
 			}
 			if err = s.ctx.Err(); err != nil {
 				return err
