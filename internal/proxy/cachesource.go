@@ -268,6 +268,9 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 // when the fill did not (it started before the manifest was known).
 func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest) error {
 	fe := &f.blk.plan.Fetches[f.i]
+	if s.verify && fl.m == nil {
+		s.noteFill(fl)
+	}
 	base := fe.Chunks.Start
 	proven := m != nil || fl.m != nil
 	var hashes []merklehash.Hash
@@ -283,6 +286,7 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 			return err
 		}
 		if m != nil && fl.m == nil && !m.Check(c, h, uint32(len(data))) {
+			fl.condemn()
 			s.e.stats.proofFailures.Add(1)
 			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
 		}

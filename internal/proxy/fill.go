@@ -138,6 +138,12 @@ type fill struct {
 	// streams that used them do (proof.go).
 	m      *cache.Manifest
 	staged []unproven // segments written to the staging store (putter)
+	// condemned: a reader found what the fill brought wrong (its file
+	// hash or a manifest failed); the putter stages nothing more. putMu
+	// makes condemning wait for a staging write under way, so that the
+	// reader's purge that follows also removes that one.
+	putMu     sync.Mutex
+	condemned bool
 
 	doneSeq uint64 // set by fillTable.remove when it completed
 
@@ -302,14 +308,7 @@ func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- st
 			case e.staging != nil:
 				// Not proven yet: staged, out of reach of ranged readers,
 				// the shared tier and the next process.
-				if err := e.staging.Put(ctx, ent); err != nil {
-					if ctx.Err() == nil {
-						e.warn("cache: staging write failed", "key", ent.Key().String(), "err", err)
-					}
-				} else {
-					e.stats.staged.Add(uint64(len(ent.Data)))
-					fl.staged = append(fl.staged, unproven{key: ent.Key(), hashes: ent.Hashes})
-				}
+				fl.stage(ctx, ent)
 			}
 		}
 		fl.mu.Lock()
@@ -318,6 +317,32 @@ func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- st
 		fl.mu.Unlock()
 		e.fillBudget.release(sg.held)
 	}
+}
+
+// stage writes ent to the staging store unless the fill was condemned.
+func (fl *fill) stage(ctx context.Context, ent *cache.Entry) {
+	e := fl.e
+	fl.putMu.Lock()
+	defer fl.putMu.Unlock()
+	if fl.condemned {
+		return
+	}
+	if err := e.staging.Put(ctx, ent); err != nil {
+		if ctx.Err() == nil {
+			e.warn("cache: staging write failed", "key", ent.Key().String(), "err", err)
+		}
+		return
+	}
+	e.stats.staged.Add(uint64(len(ent.Data)))
+	fl.staged = append(fl.staged, unproven{key: ent.Key(), hashes: ent.Hashes})
+}
+
+// condemn stops the fill from staging anything more; it returns once a
+// staging write under way has finished, so a purge after it is complete.
+func (fl *fill) condemn() {
+	fl.putMu.Lock()
+	fl.condemned = true
+	fl.putMu.Unlock()
 }
 
 var (

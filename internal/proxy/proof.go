@@ -156,6 +156,27 @@ func (s *stream) noteUnproven(x merklehash.Hash, lo uint32, hashes []merklehash.
 	})
 }
 
+// noteFill records a fill without a proof that s, a whole-file stream,
+// read from: if its file hash fails, the fill is condemned before the
+// purge (verifyTail), so that nothing it stages afterwards survives.
+func (s *stream) noteFill(fl *fill) {
+	s.usedMu.Lock()
+	defer s.usedMu.Unlock()
+	if !slices.Contains(s.fills, fl) {
+		s.fills = append(s.fills, fl)
+	}
+}
+
+// condemnFills condemns the fills s read from without a proof.
+func (s *stream) condemnFills() {
+	s.usedMu.Lock()
+	fills := s.fills
+	s.usedMu.Unlock()
+	for _, fl := range fills {
+		fl.condemn()
+	}
+}
+
 // usedKeys returns the fetch ranges s read through the cache.
 func (s *stream) usedKeys() []cache.Key {
 	s.usedMu.Lock()

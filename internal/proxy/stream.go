@@ -84,6 +84,7 @@ type stream struct {
 	usedMu   sync.Mutex
 	used     []cache.Key // fetch ranges read through the cache, for a purge
 	unproven []unproven  // chunks used before any proof (proof.go)
+	fills    []*fill     // fills without a proof read from (whole-file streams)
 }
 
 // block is one reconstruction query and its plan.
@@ -653,6 +654,7 @@ func (s *stream) verifyTail() error {
 		// Whatever the cache gave this stream may be what is wrong:
 		// purge it, so that the next attempt fetches from upstream.
 		s.e.stats.fileMismatches.Add(1)
+		s.condemnFills()
 		s.e.purge(s.ctx, s.usedKeys())
 		return &IntegrityError{File: s.fileName(), Err: &MismatchError{What: "xet file hash", Want: s.file.String(), Got: got.String()}}
 	}
