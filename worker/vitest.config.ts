@@ -33,6 +33,7 @@ export default defineConfig({
           XETPROXY_API_KEYS: "k1,k2",
           XETPROXY_SERVER_TOKEN_ENABLED: "true",
           XETPROXY_CACHE_SIZE: "6GiB",
+          XETPROXY_SIGNING_KEY: "test-signing-key-0123456789abcdef0123456789abcdef",
           SLEEP_AFTER: "20m",
         },
       },

@@ -55,6 +55,14 @@ export interface WorkerVars {
   XETPROXY_S3_PATH_STYLE?: string;
   /** Memory for writes waiting for the bucket (server default 256MiB). */
   XETPROXY_S3_QUEUE?: string;
+  /** "false" turns off serving Xet to Xet clients (plain HTTP only); the server default is on. */
+  XETPROXY_XET?: string;
+  /**
+   * Secret. Key that seals the xorb URLs handed to Xet clients (base64 or hex
+   * of at least 32 bytes). Must be the same in every container: a client's
+   * reconstruction and its xorb ranges are routed to different instances.
+   */
+  XETPROXY_SIGNING_KEY?: string;
   /** Secrets, for the S3/R2 cache tier. */
   AWS_ACCESS_KEY_ID?: string;
   AWS_SECRET_ACCESS_KEY?: string;
@@ -78,6 +86,8 @@ export const PASS_THROUGH = [
   "XETPROXY_S3_REGION",
   "XETPROXY_S3_PATH_STYLE",
   "XETPROXY_S3_QUEUE",
+  "XETPROXY_XET",
+  "XETPROXY_SIGNING_KEY",
   "AWS_ACCESS_KEY_ID",
   "AWS_SECRET_ACCESS_KEY",
 ] as const satisfies readonly (keyof WorkerVars)[];
@@ -125,6 +135,10 @@ function truthy(s: string | undefined): boolean {
   return s !== undefined && ["1", "true", "yes", "on"].includes(s.trim().toLowerCase());
 }
 
+function falsy(s: string | undefined): boolean {
+  return s !== undefined && ["0", "false", "no", "off"].includes(s.trim().toLowerCase());
+}
+
 /** The environment of every container instance. */
 export function containerEnvVars(vars: WorkerVars, warn: (msg: string) => void = () => {}): Record<string, string> {
   const out: Record<string, string> = {
@@ -144,6 +158,15 @@ export function containerEnvVars(vars: WorkerVars, warn: (msg: string) => void =
   }
   if (out.XETPROXY_SERVER_TOKEN_ENABLED === "true" && out.XETPROXY_API_KEYS === undefined) {
     warn("XETPROXY_SERVER_TOKEN_ENABLED is true but no XETPROXY_API_KEYS secret is set: no caller can use HF_TOKEN");
+  }
+  // Without a shared key each container seals xorb URLs with a key of its
+  // own, and the instance a xorb range is routed to (by xorb hash) refuses
+  // a URL sealed by the instance that answered the reconstruction (by file
+  // hash). The warning names the variable, never a value.
+  if (out.XETPROXY_SIGNING_KEY === undefined && !falsy(out.XETPROXY_XET)) {
+    warn(
+      "XETPROXY_SIGNING_KEY is not set: each container seals Xet xorb URLs with its own key, so Xet clients fail whenever a reconstruction and its xorbs land on different instances",
+    );
   }
   return out;
 }

@@ -3,7 +3,7 @@
 // Each container instance keeps its own chunk cache (memory and, with
 // XETPROXY_CACHE_DIR, its disk). Requests for the same file therefore go to
 // the same instance: the route key names the file (repo type, repo,
-// revision, path; or the Xet hash), a 64-bit hash of the key is fed to jump
+// revision, path; or the Xet hash; or, for xorb ranges, the xorb hash), a 64-bit hash of the key is fed to jump
 // consistent hashing over the configured instance count. Jump hashing moves
 // only 1/(n+1) of the files when the count grows from n to n+1, so raising
 // XETPROXY_INSTANCES keeps most caches warm. Requests that name no file
@@ -48,6 +48,19 @@ function fileKey(type: string, repo: string[], revision: string, path: string[])
   return ["file", type, repo.join("/"), revision, path.join("/")].join("\n");
 }
 
+const RECONSTRUCTION_VERSIONS: ReadonlySet<string> = new Set(["v1", "v2"]);
+
+// The route key of a /cas/... path (the segments after "cas"), or null.
+function casKey(rest: string[]): string | null {
+  if (rest.length === 3 && RECONSTRUCTION_VERSIONS.has(rest[0]!) && rest[1] === "reconstructions" && rest[2] !== "") {
+    return `hash\n${rest[2]!.toLowerCase()}`;
+  }
+  if (rest.length === 2 && rest[0] === "xorbs" && rest[1] !== "") {
+    return `xorb\n${rest[1]!.toLowerCase()}`;
+  }
+  return null;
+}
+
 /**
  * The route key of a request, or null when the request names no single file.
  *
@@ -56,9 +69,16 @@ function fileKey(type: string, repo: string[], revision: string, path: string[])
  *                                            file\n{type}\n{ns/name}\n{R or main}\n{path}
  *   /[datasets/|spaces/]{repo}/resolve/{rev}/{path}
  *                                            file\n{type}\n{repo}\n{rev}\n{path}
+ *   /cas/v1/reconstructions/{hash}           hash\n{hash}
+ *   /cas/v2/reconstructions/{hash}           hash\n{hash}
+ *   /cas/xorbs/{xorb hash}?...               xorb\n{xorb hash}
  *
  * Both file routes give the same key for the same file, so a client mixing
- * them still hits one instance. Segments are percent-decoded, so the
+ * them still hits one instance. A Xet client's reconstruction query names
+ * the file by its Xet hash, so it shares the key of /download-hash: the
+ * instance that answers it is the one whose cache holds that file's plan.
+ * Xorb ranges are keyed by the xorb alone: files that share a xorb (dedup
+ * across files and revisions) then read it from one instance's cache. Segments are percent-decoded, so the
  * revision refs%2Fpr%2F1 of a resolve URL and ?revision=refs/pr/1 agree.
  */
 export function routeKey(url: URL): string | null {
@@ -68,6 +88,10 @@ export function routeKey(url: URL): string | null {
   if (segments[0] === "download-hash") {
     const hash = segments[1] ?? "";
     return hash === "" ? null : `hash\n${decodeSegment(hash).toLowerCase()}`;
+  }
+
+  if (segments[0] === "cas") {
+    return casKey(segments.slice(1).map(decodeSegment));
   }
 
   if (segments[0] === "download") {

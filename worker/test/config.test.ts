@@ -98,13 +98,51 @@ describe("containerEnvVars", () => {
 
   it("warns when the server token is enabled without a token or keys", () => {
     const warnings: string[] = [];
-    containerEnvVars({ XETPROXY_SERVER_TOKEN_ENABLED: "true" }, (m) => warnings.push(m));
+    containerEnvVars({ XETPROXY_SERVER_TOKEN_ENABLED: "true", XETPROXY_SIGNING_KEY: "k" }, (m) => warnings.push(m));
     expect(warnings).toHaveLength(2);
     warnings.length = 0;
-    containerEnvVars({ XETPROXY_SERVER_TOKEN_ENABLED: "true", HF_TOKEN: "t", XETPROXY_API_KEYS: "k" }, (m) =>
-      warnings.push(m),
+    containerEnvVars(
+      { XETPROXY_SERVER_TOKEN_ENABLED: "true", HF_TOKEN: "t", XETPROXY_API_KEYS: "k", XETPROXY_SIGNING_KEY: "k" },
+      (m) => warnings.push(m),
     );
     expect(warnings).toHaveLength(0);
+  });
+});
+
+describe("Xet signing key", () => {
+  const key = "q".repeat(43) + "=";
+
+  it("passes XETPROXY_SIGNING_KEY to every container, trimmed, only when set", () => {
+    expect(containerEnvVars({ XETPROXY_SIGNING_KEY: ` ${key}\n` }).XETPROXY_SIGNING_KEY).toBe(key);
+    expect(containerEnvVars({}).XETPROXY_SIGNING_KEY).toBeUndefined();
+    expect(containerEnvVars({ XETPROXY_SIGNING_KEY: "  " }).XETPROXY_SIGNING_KEY).toBeUndefined();
+  });
+
+  it("passes the Xet switch", () => {
+    expect(containerEnvVars({ XETPROXY_XET: "false" }).XETPROXY_XET).toBe("false");
+    expect(containerEnvVars({}).XETPROXY_XET).toBeUndefined();
+  });
+
+  it("warns, naming the variable, when Xet is on and no shared key is set", () => {
+    const warnings: string[] = [];
+    containerEnvVars({}, (m) => warnings.push(m));
+    containerEnvVars({ XETPROXY_XET: "true" }, (m) => warnings.push(m));
+    expect(warnings).toHaveLength(2);
+    for (const w of warnings) expect(w).toContain("XETPROXY_SIGNING_KEY");
+    warnings.length = 0;
+    containerEnvVars({ XETPROXY_XET: "false" }, (m) => warnings.push(m));
+    containerEnvVars({ XETPROXY_SIGNING_KEY: key }, (m) => warnings.push(m));
+    expect(warnings).toEqual([]);
+  });
+
+  it("never echoes the key in a warning", () => {
+    const warnings: string[] = [];
+    containerEnvVars(
+      { XETPROXY_SIGNING_KEY: key, XETPROXY_SERVER_TOKEN_ENABLED: "true", XETPROXY_DRAIN_TIMEOUT: "1h" },
+      (m) => warnings.push(m),
+    );
+    expect(warnings.length).toBeGreaterThan(0);
+    for (const w of warnings) expect(w).not.toContain(key);
   });
 });
 
@@ -237,7 +275,14 @@ describe("wrangler.jsonc", () => {
   });
 
   it("keeps secrets out of vars", () => {
-    for (const secret of ["HF_TOKEN", "XETPROXY_API_KEYS", "ADMIN_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]) {
+    for (const secret of [
+      "HF_TOKEN",
+      "XETPROXY_API_KEYS",
+      "ADMIN_TOKEN",
+      "AWS_ACCESS_KEY_ID",
+      "AWS_SECRET_ACCESS_KEY",
+      "XETPROXY_SIGNING_KEY",
+    ]) {
       expect(cfg.vars[secret]).toBeUndefined();
     }
   });

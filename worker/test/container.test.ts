@@ -29,6 +29,7 @@ describe("XetProxyContainer", () => {
         HF_TOKEN: "hf_test_secret",
         XETPROXY_API_KEYS: "k1,k2",
         XETPROXY_CACHE_SIZE: "6GiB",
+        XETPROXY_SIGNING_KEY: "test-signing-key-0123456789abcdef0123456789abcdef",
       },
     });
   });

@@ -26,6 +26,9 @@ describe("routeKey", () => {
     ["/datasets/ns/data/resolve/abc123/a/b.parquet", "file\ndataset\nns/data\nabc123\na/b.parquet"],
     ["/ns/m/resolve/refs%2Fpr%2F1/w.bin", "file\nmodel\nns/m\nrefs/pr/1\nw.bin"],
     ["/download-hash/ABCDEF0123?repo=ns/m", "hash\nabcdef0123"],
+    ["/cas/v1/reconstructions/ABCDEF0123", "hash\nabcdef0123"],
+    ["/cas/v2/reconstructions/abcdef0123", "hash\nabcdef0123"],
+    ["/cas/xorbs/CDEF0123?t=sealed-ticket", "xorb\ncdef0123"],
   ])("%s", (path, want) => {
     expect(routeKey(u(path))).toBe(want);
   });
@@ -43,6 +46,17 @@ describe("routeKey", () => {
     "/openai/gpt2/resolve/main",
     "/openai/gpt2/resolve/main/",
     "/openai/gpt2/blob/main/README.md",
+    "/cas",
+    "/cas/",
+    "/cas/v1/reconstructions",
+    "/cas/v1/reconstructions/",
+    "/cas/v3/reconstructions/abcd",
+    "/cas/v1/reconstructions/abcd/extra",
+    "/cas/v1/chunks/default/abcd",
+    "/cas/xorbs",
+    "/cas/xorbs/",
+    "/cas/xorbs/abcd/extra",
+    "/api/models/ns/m/xet-read-token/main",
   ])("%s names no file", (path) => {
     expect(routeKey(u(path))).toBeNull();
   });
@@ -64,6 +78,47 @@ describe("routeKey", () => {
       "/download/ns/m/sub/w.bin",
     ].map((p) => routeKey(u(p)));
     expect(new Set(keys).size).toBe(keys.length);
+  });
+});
+
+describe("Xet CAS routes", () => {
+  const hash = "0f".repeat(32);
+
+  it("sends a file's reconstruction (v1 and v2) to the instance of its /download-hash", () => {
+    const want = routeKey(u(`/download-hash/${hash}?repo=ns/m`));
+    expect(routeKey(u(`/cas/v1/reconstructions/${hash}`))).toBe(want);
+    expect(routeKey(u(`/cas/v2/reconstructions/${hash.toUpperCase()}`))).toBe(want);
+    for (const count of [2, 4, 8, 64]) {
+      const inst = pickInstance(u(`/download-hash/${hash}`), count).instance;
+      expect(pickInstance(u(`/cas/v1/reconstructions/${hash}`), count, () => 0.999).instance).toBe(inst);
+      expect(pickInstance(u(`/cas/v2/reconstructions/${hash}`), count, () => 0).instance).toBe(inst);
+    }
+  });
+
+  it("routes a xorb by its hash whatever ticket the query carries", () => {
+    const a = pickInstance(u(`/cas/xorbs/${hash}?ticket=one`), 8, () => 0);
+    const b = pickInstance(u(`/cas/xorbs/${hash}?ticket=two&x=1`), 8, () => 0.999);
+    expect(a.key).toBe(`xorb\n${hash}`);
+    expect(b.instance).toBe(a.instance);
+  });
+
+  it("keeps xorb keys apart from file-hash keys of the same hex", () => {
+    expect(routeKey(u(`/cas/xorbs/${hash}`))).not.toBe(routeKey(u(`/cas/v2/reconstructions/${hash}`)));
+  });
+
+  it("spreads xorbs over the instances", () => {
+    const seen = new Set<number>();
+    for (let i = 0; i < 200; i++) {
+      const h = i.toString(16).padStart(64, "0");
+      seen.add(pickInstance(u(`/cas/xorbs/${h}`), 4).instance);
+    }
+    expect(seen.size).toBe(4);
+  });
+
+  it("spreads the token route like any /api request", () => {
+    const url = u("/api/models/ns/m/xet-read-token/main");
+    expect(pickInstance(url, 4, () => 0).instance).toBe(0);
+    expect(pickInstance(url, 4, () => 0.99).instance).toBe(3);
   });
 });
 

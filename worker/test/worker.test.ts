@@ -337,3 +337,55 @@ describe("/metrics", () => {
 it("binding type check compiled", () => {
   expect(bindingFits).toBe(true);
 });
+
+describe("Xet CAS requests", () => {
+  const fileHash = "5e".repeat(32);
+  const xorbHash = "a7".repeat(32);
+
+  it("sends a reconstruction (v1 and v2) to the instance of the file's /download-hash", async () => {
+    const { ns, names } = stubNamespace();
+    const e = env(ns, { XETPROXY_INSTANCES: "8" });
+    await handle(req(`/download-hash/${fileHash}?repo=ns/m`), e);
+    await handle(req(`/cas/v2/reconstructions/${fileHash}`, { headers: { Authorization: "Bearer cas" } }), e);
+    await handle(req(`/cas/v1/reconstructions/${fileHash}`, { headers: { Range: "bytes=0-99" } }), e);
+    expect(names).toHaveLength(3);
+    expect(new Set(names).size).toBe(1);
+  });
+
+  it("forwards a xorb range with its ticket and Range untouched and no Authorization added", async () => {
+    const { ns, seen } = stubNamespace();
+    const e = env(ns, { XETPROXY_INSTANCES: "8" });
+    const path = `/cas/xorbs/${xorbHash}?t=sealed.ticket-value`;
+    await handle(req(path, { headers: { Range: "bytes=0-1023" } }), e);
+    await handle(req(`/cas/xorbs/${xorbHash}?t=another`, { headers: { Range: "bytes=5-9" } }), e);
+    expect(seen).toHaveLength(2);
+    expect(seen[1]!.instance).toBe(seen[0]!.instance);
+    const got = seen[0]!.request;
+    expect(got.url).toBe(`https://xetproxy.example.workers.dev${path}`);
+    expect(got.headers.get("Range")).toBe("bytes=0-1023");
+    expect(got.headers.get("Authorization")).toBeNull();
+  });
+
+  it("never echoes the signing key in an answer or a log line", async () => {
+    const key = "k3y".repeat(16);
+    const logs: Record<string, unknown>[] = [];
+    const failing: ContainerNamespace = {
+      getByName: () => ({ fetch: () => Promise.reject(new Error("container gone")) }),
+    };
+    const answers = [
+      await handle(req(`/cas/v2/reconstructions/${fileHash}`), env(failing, { XETPROXY_SIGNING_KEY: key }), {
+        log: (l) => logs.push(l),
+      }),
+      await handle(req("/health"), env(failing, { XETPROXY_SIGNING_KEY: key }), { log: (l) => logs.push(l) }),
+      await handle(req("/_container/0/readyz"), env(failing, { XETPROXY_SIGNING_KEY: key }), {
+        log: (l) => logs.push(l),
+      }),
+    ];
+    expect(logs.length).toBeGreaterThan(0);
+    for (const res of answers) {
+      expect(await res.text()).not.toContain(key);
+      expect(JSON.stringify([...res.headers])).not.toContain(key);
+    }
+    expect(JSON.stringify(logs)).not.toContain(key);
+  });
+});
