@@ -120,10 +120,14 @@ type target struct {
 	// fetches must be on its origin, and upstream costs are counted at
 	// the fake Hub behind it.
 	viaProxy bool
+	// xorbPart is a string every xorb range URL of the target contains.
+	xorbPart string
 }
 
 // fakehubTarget is the fake Hub itself: the reference shape of the flow.
-func fakehubTarget() target { return target{name: "fakehub", endpoint: hubURL} }
+func fakehubTarget() target {
+	return target{name: "fakehub", endpoint: hubURL, xorbPart: "/cas/transfer/"}
+}
 
 // recorder counts requests in flight through a transport and can hold
 // xorb fetches until enough of them run at once.

@@ -1,0 +1,89 @@
+// Drives the official @huggingface/hub client, unmodified, on its Xet path:
+// fileDownloadInfo sees Xet, downloadFile returns a XetBlob that asks the
+// CAS named by the server for reconstructions and fetches xorb ranges.
+//
+// Environment (set by tests/xetclient TestJSXetClient; the tests skip
+// without it):
+//   HUB_URL     the server passed as hubUrl: fakehub itself, or the proxy
+//   ORIGIN      every URL the client fetches must start with ORIGIN + "/"
+//   XORB_PART   a string every xorb range URL contains
+//   FILES       JSON list of {repo, path, size, sha256, slices: [[start, end, sha256]]}
+//   URL_LOG     a file the fetched URLs are written to (one per line)
+import { test, after } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { downloadFile, fileDownloadInfo } from "@huggingface/hub";
+
+const hubUrl = process.env.HUB_URL;
+const skip = hubUrl ? false : "HUB_URL not set: run through go test ./tests/xetclient/ -run TestJSXetClient";
+const files = hubUrl ? JSON.parse(process.env.FILES) : [];
+const origin = process.env.ORIGIN;
+const xorbPart = process.env.XORB_PART;
+
+const seen = [];
+async function recordingFetch(input, init) {
+	seen.push(typeof input === "object" && !(input instanceof URL) ? input.url : String(input));
+	return fetch(input, init);
+}
+
+after(() => {
+	if (process.env.URL_LOG) writeFileSync(process.env.URL_LOG, seen.join("\n") + "\n");
+});
+
+function repoOf(id) {
+	for (const type of ["dataset", "space"]) {
+		if (id.startsWith(`${type}s/`)) {
+			return { type, name: id.slice(type.length + 2) };
+		}
+	}
+	return { type: "model", name: id };
+}
+
+function sha256(buf) {
+	return createHash("sha256").update(Buffer.from(buf)).digest("hex");
+}
+
+test("fileDownloadInfo offers Xet with links on the server's origin", { skip }, async () => {
+	for (const f of files) {
+		const info = await fileDownloadInfo({ repo: repoOf(f.repo), path: f.path, hubUrl, fetch: recordingFetch });
+		assert.ok(info?.xet, `${f.path}: no Xet info`);
+		assert.equal(info.size, f.size, `${f.path}: size`);
+		assert.ok(info.xet.refreshUrl.href.startsWith(origin + "/"), `${f.path}: xet-auth ${info.xet.refreshUrl.href}`);
+		assert.ok(
+			info.xet.reconstructionUrl.href.startsWith(origin + "/"),
+			`${f.path}: xet-reconstruction-info ${info.xet.reconstructionUrl.href}`,
+		);
+	}
+});
+
+test("downloadFile over Xet: whole files, byte-identical", { skip }, async () => {
+	for (const f of files) {
+		const blob = await downloadFile({ repo: repoOf(f.repo), path: f.path, hubUrl, fetch: recordingFetch });
+		assert.ok(blob, `${f.path}: null`);
+		assert.equal(blob.constructor.name, "XetBlob", `${f.path}: not downloaded over Xet`);
+		assert.equal(blob.size, f.size);
+		assert.equal(sha256(await blob.arrayBuffer()), f.sha256, `${f.path}: content`);
+	}
+});
+
+test("downloadFile over Xet: slices, byte-identical", { skip }, async () => {
+	for (const f of files) {
+		const blob = await downloadFile({ repo: repoOf(f.repo), path: f.path, hubUrl, fetch: recordingFetch });
+		for (const [start, end, want] of f.slices) {
+			const part = blob.slice(start, end);
+			assert.equal(part.size, end - start);
+			assert.equal(sha256(await part.arrayBuffer()), want, `${f.path} [${start}, ${end})`);
+		}
+	}
+});
+
+test("every URL fetched is on the server's origin, reconstructions and xorbs among them", { skip }, () => {
+	assert.ok(seen.length > 0);
+	for (const u of seen) {
+		assert.ok(u.startsWith(origin + "/"), `fetched ${u.split("?")[0]} off ${origin}`);
+	}
+	assert.ok(seen.some((u) => u.includes("/v2/reconstructions/")), "no reconstruction query");
+	assert.ok(seen.some((u) => u.includes(xorbPart)), `no xorb URL (containing ${xorbPart})`);
+	assert.ok(seen.some((u) => u.includes("/xet-read-token/")), "no token route");
+});
