@@ -500,3 +500,28 @@ func (c *Client) ForgetChunks() {
 	c.chunks = nil
 	c.mu.Unlock()
 }
+
+// DownloadTo writes the file hash of the given size to w in segments of
+// segment bytes (a ranged reconstruction each), forgetting each segment's
+// chunks once written: memory stays near one segment whatever the file's
+// size, as in hf_xet's segmented downloads.
+func (c *Client) DownloadTo(ctx context.Context, route string, hash merklehash.Hash, size, segment uint64, w io.Writer) error {
+	if segment == 0 {
+		return errors.New("segment size must be positive")
+	}
+	for start := uint64(0); start < size; start += segment {
+		end := min(start+segment, size) - 1
+		b, err := c.Download(ctx, route, hash, &ByteRange{start, end})
+		if err != nil {
+			return err
+		}
+		if uint64(len(b)) != end-start+1 {
+			return fmt.Errorf("segment %d-%d: %d bytes", start, end, len(b))
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		c.ForgetChunks()
+	}
+	return nil
+}

@@ -326,3 +326,26 @@ func TestPrivateRepo(t *testing.T) {
 		}
 	})
 }
+
+// TestDownloadToSegments: a download in ranged segments (segment
+// boundaries inside chunks) writes the whole file.
+func TestDownloadToSegments(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		c, _ := newClient(tg, "")
+		fi, err := c.Resolve(ctx, "", dedupRepo, "main", "b.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := c.DownloadTo(ctx, fi.RefreshRoute, fi.Hash, uint64(fi.Size), 700_001, &buf); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(buf.Bytes(), content[dedupRepo+":b.bin"]) {
+			t.Fatal("bytes differ")
+		}
+		if n := c.Reconstructions.Load(); n != int64((fi.Size+700_000)/700_001) {
+			t.Errorf("%d reconstructions for %d segments", n, (fi.Size+700_000)/700_001)
+		}
+	})
+}
