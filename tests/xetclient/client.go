@@ -42,6 +42,8 @@ type Client struct {
 	RefreshMargin time.Duration
 	// Now is the clock compared with a token's exp (default time.Now).
 	Now func() time.Time
+	// V1Only asks /v1/reconstructions directly, as older clients do.
+	V1Only bool
 	// AfterReconstruction, when set, runs after every reconstruction
 	// answer and before its xorb ranges are fetched.
 	AfterReconstruction func()
@@ -297,11 +299,23 @@ func (c *Client) Reconstruction(ctx context.Context, route string, hash merkleha
 			hdr.Set("Range", fmt.Sprintf("bytes=%d-%d", rng.Start, rng.End))
 		}
 		u := t.casURL + "/v2/reconstructions/" + hash.String()
+		if c.V1Only {
+			u = t.casURL + "/v1/reconstructions/" + hash.String()
+		}
 		res, err := c.do(ctx, http.MethodGet, u, hdr)
 		if err != nil {
 			return nil, err
 		}
-		if res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusNotImplemented {
+		if c.V1Only && res.StatusCode == http.StatusOK {
+			var v1 reconstruction.ResponseV1
+			err := json.NewDecoder(res.Body).Decode(&v1)
+			res.Body.Close()
+			if err != nil {
+				return nil, fmt.Errorf("reconstruction %s: %w", u, err)
+			}
+			return v1.ToV2(), nil
+		}
+		if !c.V1Only && (res.StatusCode == http.StatusNotFound || res.StatusCode == http.StatusNotImplemented) {
 			res.Body.Close()
 			c.V1Fallbacks.Add(1)
 			u = t.casURL + "/v1/reconstructions/" + hash.String()

@@ -208,16 +208,16 @@ func TestExpiredXorbURL(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		expire, restore := urlExpiry(t, tg)
-		expire()
+		stale, fresh := urlExpiry(t, tg)
+		stale()
+		defer fresh()
 		first := true
 		c.AfterReconstruction = func() {
 			if first {
 				first = false
-				restore() // only the first answer's URLs are stale
+				fresh() // only the first answer's URLs are stale
 			}
 		}
-		defer restore()
 		got, err := c.Download(ctx, fi.RefreshRoute, fi.Hash, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -225,8 +225,8 @@ func TestExpiredXorbURL(t *testing.T) {
 		if !bytes.Equal(got, content[dedupRepo+":c.txt"]) {
 			t.Fatal("bytes differ")
 		}
-		if c.Requeries.Load() != 1 || c.Reconstructions.Load() != 2 {
-			t.Errorf("requeries %d, reconstructions %d; want 1 and 2", c.Requeries.Load(), c.Reconstructions.Load())
+		if c.Requeries.Load() < 1 || c.Reconstructions.Load() != c.Requeries.Load()+1 {
+			t.Errorf("requeries %d, reconstructions %d; want at least one requery", c.Requeries.Load(), c.Reconstructions.Load())
 		}
 		if tg.viaProxy {
 			assertOrigin(t, c, tg.endpoint)
@@ -346,6 +346,38 @@ func TestDownloadToSegments(t *testing.T) {
 		}
 		if n := c.Reconstructions.Load(); n != int64((fi.Size+700_000)/700_001) {
 			t.Errorf("%d reconstructions for %d segments", n, (fi.Size+700_000)/700_001)
+		}
+	})
+}
+
+// TestV1Client: a client that only knows /v1 gets the same bytes.
+func TestV1Client(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		c, _ := newClient(tg, "")
+		c.V1Only = true
+		fi, err := c.Resolve(ctx, "", dedupRepo, "main", "d.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range []*ByteRange{nil, {5000, 1_234_567}} {
+			got, err := c.Download(ctx, fi.RefreshRoute, fi.Hash, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := content[dedupRepo+":d.bin"]
+			if r != nil {
+				want = want[r.Start : r.End+1]
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatal("bytes differ")
+			}
+		}
+		if n := countURLs(c, "/v1/reconstructions/"); n != 2 || countURLs(c, "/v2/") != 0 {
+			t.Errorf("%d v1 and %d v2 queries, want 2 and 0", n, countURLs(c, "/v2/"))
+		}
+		if tg.viaProxy {
+			assertOrigin(t, c, tg.endpoint)
 		}
 	})
 }

@@ -10,9 +10,10 @@ func targets(t *testing.T) []target {
 	return []target{fakehubTarget()}
 }
 
-// urlExpiry returns functions that make the xorb URLs tg hands out from
-// now on already expired, and that restore their lifetime.
-func urlExpiry(t *testing.T, tg target) (expire, restore func()) {
+// urlExpiry returns stale, run before a reconstruction whose xorb URLs
+// must be expired when fetched, and fresh, run once that answer is in,
+// after which URLs live long enough again.
+func urlExpiry(t *testing.T, tg target) (stale, fresh func()) {
 	return func() { hub.SetURLTTL(-time.Minute) }, func() { hub.SetURLTTL(time.Hour) }
 }
 
