@@ -39,6 +39,7 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	xet     *xetCAS // nil: Xet mode off
 	active  activeRequests
 	handler http.Handler
 }
@@ -76,6 +77,10 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	if s.xet, err = newXetCAS(&s.cfg, opts, s.log); err != nil {
+		return nil, err
+	}
+	s.api.keepXet = s.xet != nil
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
@@ -151,8 +156,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Handler().ServeHTTP(w, r)
 	case p == "/" || p == "/index.html":
 		s.usage(w, r)
+	case s.xet != nil && strings.HasPrefix(p, "/api/") && s.xetTokenRoute(w, r, strings.TrimPrefix(p, "/api/")):
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
+	case s.xet != nil && strings.HasPrefix(p, "/cas/"):
+		s.serveCAS(w, r, strings.TrimPrefix(p, "/cas/"))
 	case strings.HasPrefix(p, "/download/"):
 		setRoute(r, "download")
 		if !s.getOrHead(w, r) {
