@@ -203,12 +203,13 @@ func TestTokenRefreshNearExpiry(t *testing.T) {
 func TestExpiredXorbURL(t *testing.T) {
 	forTargets(t, func(t *testing.T, tg target) {
 		ctx := context.Background()
+		endpoint, stale, fresh := urlExpiry(t, tg)
+		tg.endpoint = endpoint
 		c, _ := newClient(tg, "")
 		fi, err := c.Resolve(ctx, "", dedupRepo, "main", "c.txt")
 		if err != nil {
 			t.Fatal(err)
 		}
-		stale, fresh := urlExpiry(t, tg)
 		stale()
 		defer fresh()
 		first := true

@@ -1,0 +1,207 @@
+package xetclient
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/engineconf"
+	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/server"
+)
+
+// testSigningKey is XETPROXY_SIGNING_KEY of every test proxy (hex, 32 bytes).
+const testSigningKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+
+// proxyServer is one xetproxy server (real engine, disk cache) in front of
+// the shared fake Hub.
+type proxyServer struct {
+	url  string
+	stop func() error
+}
+
+// startProxy runs a server with Xet on; mod adjusts its configuration.
+func startProxy(cacheDir string, mod func(*server.Config)) (*proxyServer, error) {
+	cfg := server.Config{
+		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
+		LogFormat: "text", LogLevel: "debug", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
+		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
+		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second,
+		CacheDir: cacheDir, CacheSize: 1 << 30,
+		Xet: true, SigningKey: testSigningKey,
+		XetTokenTTL: server.DefaultXetTokenTTL, XetURLTTL: server.DefaultXetURLTTL,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if os.Getenv("XETCLIENT_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	metrics := server.NewMetrics("xetclient")
+	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
+	eng, _, err := engineconf.New(cfg.Engine(tr, log))
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "xetclient", Transport: tr})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln, nil) }()
+	return &proxyServer{url: "http://" + ln.Addr().String(), stop: func() error { cancel(); return <-done }}, nil
+}
+
+// newProxy starts a proxy with its own cache for one test.
+func newProxy(t *testing.T, mod func(*server.Config)) *proxyServer {
+	t.Helper()
+	p, err := startProxy(t.TempDir(), mod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return p
+}
+
+func proxyTarget(p *proxyServer) target {
+	return target{name: "proxy", endpoint: p.url, viaProxy: true, xorbPart: "/cas/xorbs/"}
+}
+
+// waitHubQuiet waits until the fake Hub's request log stops growing: it
+// logs a request after its handler returns, so the last upstream fetches of
+// a download may be counted after the download ends.
+func waitHubQuiet(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	last := -1
+	for time.Now().Before(deadline) {
+		n := int(hub.Stats().Total().Requests)
+		if n == last {
+			return
+		}
+		last = n
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the fake Hub never went quiet")
+}
+
+// xorbBytes is what the fake Hub has sent of xorb ranges so far.
+func xorbBytes() int64 { return hub.Stats()[fakehub.ClassXorb].BytesOut }
+
+// TestProxySecondClientFree: a fresh client downloading what another
+// client downloaded costs the fake Hub no xorb bytes: the proxy serves
+// every range from its cache.
+func TestProxySecondClientFree(t *testing.T) {
+	tg := proxyTarget(newProxy(t, nil))
+	ctx := context.Background()
+	download := func() {
+		c, _ := newClient(tg, "")
+		for _, p := range dedupFiles {
+			fi, err := c.Resolve(ctx, "", dedupRepo, "main", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Download(ctx, fi.RefreshRoute, fi.Hash, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, content[dedupRepo+":"+p]) {
+				t.Fatalf("%s: bytes differ", p)
+			}
+		}
+		assertOrigin(t, c, tg.endpoint)
+	}
+	download()
+	assertSecondRunFree(t, download)
+}
+
+// TestProxyTokenReplay: a CAS token the proxy issued for one repo is
+// refused for a file of another repo, for a private file, tampered, and
+// after it expired.
+func TestProxyTokenReplay(t *testing.T) {
+	p := newProxy(t, func(c *server.Config) { c.XetTokenTTL = 2 * time.Second })
+	tg := proxyTarget(p)
+	ctx := context.Background()
+	c, _ := newClient(tg, "")
+	route := c.TokenRoute("model", dedupRepo, "main")
+	tok, casURL, exp, err := c.AccessToken(ctx, route)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if casURL != p.url+"/cas" {
+		t.Errorf("casUrl %s, want %s/cas", casURL, p.url)
+	}
+	if d := time.Until(exp); d > 3*time.Second {
+		t.Errorf("token lives %v, more than the proxy's 2s", d)
+	}
+	hashOf := func(repo, path string) string {
+		files, err := hub.Files(repo, "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if f.Path == path {
+				return f.XetHash.String()
+			}
+		}
+		t.Fatalf("%s:%s not found", repo, path)
+		return ""
+	}
+	query := func(token, hash string) int {
+		req, _ := http.NewRequest(http.MethodGet, casURL+"/v2/reconstructions/"+hash, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	own := hashOf(dedupRepo, "a.bin")
+	if s := query(tok, own); s != http.StatusOK {
+		t.Fatalf("own file: status %d", s)
+	}
+	refused := func(what string, s int) {
+		t.Helper()
+		if s != http.StatusUnauthorized && s != http.StatusForbidden && s != http.StatusNotFound {
+			t.Errorf("%s: status %d, want a refusal", what, s)
+		}
+	}
+	refused("another repo's file", query(tok, hashOf(otherRepo, "o.bin")))
+	refused("a private repo's file", query(tok, hashOf(privateRepo, "p.bin")))
+	b := []byte(tok)
+	b[len(b)/2] ^= 1
+	refused("tampered token", query(string(b), own))
+	refused("no token", query("", own))
+	// after expiry: poll until refused (exp is in whole seconds)
+	deadline := time.Now().Add(15 * time.Second)
+	for query(tok, own) == http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("an expired CAS token is still accepted")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if time.Now().Before(exp) {
+		t.Errorf("refused before its exp %v", exp)
+	}
+}
