@@ -340,6 +340,16 @@ func (b *bench) start(cache string, capacity int64) (*proc, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Let start-up work (opening the cache) finish, so that the CPU-seconds
+	// measured next belong to the download.
+	for i, last := 0, -1.0; i < 50; i++ {
+		if c := p.cpu(); c == last {
+			break
+		} else {
+			last = c
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	go func() {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
