@@ -5,6 +5,9 @@
 // Environment (set by tests/xetclient TestJSXetClient; the tests skip
 // without it):
 //   HUB_URL     the server passed as hubUrl: fakehub itself, or the proxy
+//               (FILES must include one whose reconstruction lists several
+//               ranges of a xorb under one URL: the client then asks them
+//               in one request and needs a multipart/byteranges answer)
 //   ORIGIN      every URL the client fetches must start with ORIGIN + "/"
 //   XORB_PART   a string every xorb range URL contains
 //   FILES       JSON list of {repo, path, size, sha256, slices: [[start, end, sha256]]}
@@ -22,8 +25,11 @@ const origin = process.env.ORIGIN;
 const xorbPart = process.env.XORB_PART;
 
 const seen = [];
+let multiRange = 0; // requests with several ranges in one Range header
 async function recordingFetch(input, init) {
 	seen.push(typeof input === "object" && !(input instanceof URL) ? input.url : String(input));
+	const range = new Headers(init?.headers).get("Range") ?? "";
+	if (range.includes(",")) multiRange++;
 	return fetch(input, init);
 }
 
@@ -86,4 +92,6 @@ test("every URL fetched is on the server's origin, reconstructions and xorbs amo
 	assert.ok(seen.some((u) => u.includes("/v2/reconstructions/")), "no reconstruction query");
 	assert.ok(seen.some((u) => u.includes(xorbPart)), `no xorb URL (containing ${xorbPart})`);
 	assert.ok(seen.some((u) => u.includes("/xet-read-token/")), "no token route");
+	// e.bin's reconstruction lists two ranges of one xorb under one URL
+	assert.ok(multiRange > 0, "no multi-range xorb request (multipart/byteranges answer)");
 });

@@ -382,3 +382,42 @@ func TestV1Client(t *testing.T) {
 		}
 	})
 }
+
+// TestMultiRangeEntry: e.bin's reconstruction names two ranges of one
+// xorb under one URL; the client fetches each range on its own with that
+// URL, and gets e's bytes.
+func TestMultiRangeEntry(t *testing.T) {
+	forTargets(t, func(t *testing.T, tg target) {
+		ctx := context.Background()
+		c, _ := newClient(tg, "")
+		fi, err := c.Resolve(ctx, "", dedupRepo, "main", "e.bin")
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := c.Reconstruction(ctx, fi.RefreshRoute, fi.Hash, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		multi := 0
+		for _, fs := range plan.Xorbs {
+			for _, f := range fs {
+				if len(f.Ranges) > 1 {
+					multi++
+				}
+			}
+		}
+		if multi == 0 {
+			t.Fatalf("no fetch entry with several ranges: %d terms", len(plan.Terms))
+		}
+		got, err := c.Download(ctx, fi.RefreshRoute, fi.Hash, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, content[dedupRepo+":e.bin"]) {
+			t.Fatal("bytes differ")
+		}
+		if tg.viaProxy {
+			assertOrigin(t, c, tg.endpoint)
+		}
+	})
+}

@@ -36,8 +36,11 @@ const (
 
 // dedupFiles are the files of dedupRepo, in order: b shares its first
 // 2 MiB with a, d is a behind a compressible prefix (chunk boundaries
-// realign after it), c is mostly compressible text (LZ4 or BG4 chunks).
-var dedupFiles = []string{"a.bin", "b.bin", "c.txt", "d.bin"}
+// realign after it), c is mostly compressible text (LZ4 or BG4 chunks),
+// e is chunks 0 and 2 of two of a's xorbs: its reconstruction lists two
+// ranges of one xorb under one URL (a multi-range fetch for clients that
+// make them).
+var dedupFiles = []string{"a.bin", "b.bin", "c.txt", "d.bin", "e.bin"}
 
 func randomBytes(seed uint64, n int) []byte {
 	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
@@ -80,6 +83,13 @@ func setupHub() error {
 		}
 	}
 	for _, p := range dedupFiles {
+		if p == "e.bin" {
+			e, err := skipMiddleChunks(files["a.bin"])
+			if err != nil {
+				return err
+			}
+			files[p] = e
+		}
 		if _, err := hub.AddFile(ctx, dedupRepo, p, bytes.NewReader(files[p]), fakehub.StorageXet); err != nil {
 			return err
 		}
@@ -97,6 +107,41 @@ func setupHub() error {
 	content[privateRepo+":p.bin"] = priv
 	hub.AddToken(readerToken)
 	return nil
+}
+
+// skipMiddleChunks returns chunks 0 and 2 of the first two three-chunk
+// xorbs of dedupRepo's a.bin. Content-defined boundaries depend only on
+// the bytes since the last boundary, so the result chunks the same way and
+// deduplicates against those four stored chunks.
+func skipMiddleChunks(a []byte) ([]byte, error) {
+	files, err := hub.Files(dedupRepo, "main")
+	if err != nil {
+		return nil, err
+	}
+	var chunks []fakehub.StoredChunk
+	for _, f := range files {
+		if f.Path == "a.bin" {
+			if chunks, err = hub.FileChunks(f.XetHash); err != nil {
+				return nil, err
+			}
+		}
+	}
+	var out []byte
+	xorbs := 0
+	for i := 0; i+2 < len(chunks) && xorbs < 2; i++ {
+		c := chunks[i]
+		if c.XorbIndex != 0 || c.XorbChunks != 3 {
+			continue
+		}
+		for _, k := range []int{i, i + 2} {
+			out = append(out, a[chunks[k].FileOffset:chunks[k].FileOffset+int64(chunks[k].Size)]...)
+		}
+		xorbs++
+	}
+	if xorbs < 2 {
+		return nil, fmt.Errorf("a.bin has %d three-chunk xorbs, want 2", xorbs)
+	}
+	return out, nil
 }
 
 func TestMain(m *testing.M) {
