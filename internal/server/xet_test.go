@@ -398,6 +398,21 @@ func TestXetTokenRoute(t *testing.T) {
 	if a := f.do("POST", f.ts.URL+"/api/models/org/pub/xet-read-token/main"); a.status != 405 {
 		t.Errorf("POST to the token route: %d", a.status)
 	}
+	// a CAS token never outlives the upstream token it carries, and a
+	// xorb URL never outlives the CAS token
+	f.fh.SetTokenTTL(10 * time.Minute)
+	tb := f.mustToken("models/org/other", "Authorization", "Bearer "+userToken)
+	at, err := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+	if err != nil || tb.Exp > time.Now().Add(10*time.Minute).Unix() || at.Exp.Unix() != tb.Exp || at.UpstreamExp.Before(at.Exp) {
+		t.Fatalf("token under a 10-minute upstream token: exp %d, %+v, %v", tb.Exp, at, err)
+	}
+	_, r := f.reconstruct(tb, f.files["org/other/other.bin"].hash, true, "")
+	u, _, _ := firstRange(t, r)
+	pu, _ := url.Parse(u)
+	tk, err := f.sealer.OpenTicket(pu.Query().Get("t"), time.Now())
+	if err != nil || tk.Exp.After(at.Exp) || tk.Caller != callerDigest(userToken) {
+		t.Fatalf("ticket under that token: %+v, %v", tk, err)
+	}
 }
 
 func TestXetReconstructAndRebuild(t *testing.T) {
