@@ -53,6 +53,7 @@ type xetFixture struct {
 	sealer *castoken.Sealer
 	client *http.Client // checks every answer for upstream leaks
 	files  map[string]xetFile
+	logs   *lockedBuffer // the server's log, at debug level
 }
 
 // compressible returns n bytes that LZ4 shrinks: runs of text with random
@@ -125,7 +126,9 @@ func newXetFixture(t *testing.T, withCache bool, mod func(*Config)) *xetFixture 
 	}
 	eng, _ := testEngine(t, cfg, engineOptions{cache: store})
 	f.eng = eng
-	srv, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "v-test"})
+	f.logs = &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{Config: cfg, Engine: eng, Logger: log, Version: "v-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,11 +454,26 @@ func TestXetReconstructAndRebuild(t *testing.T) {
 		}
 	}
 	// private files with the reader's token, through the server token too
+	var secrets []string
 	for _, hdr := range [][]string{{"Authorization", "Bearer " + readerToken}, {"X-Proxy-Key", proxyKey}} {
 		tb := f.mustToken("models/org/private", hdr...)
 		_, r := f.reconstruct(tb, f.files["org/private/secret.bin"].hash, true, "")
 		if r == nil || !bytes.Equal(f.rebuild(r), f.files["org/private/secret.bin"].data) {
 			t.Fatalf("private file with %v", hdr)
+		}
+		at, _ := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+		u, _, _ := firstRange(t, r)
+		pu, _ := url.Parse(u)
+		secrets = append(secrets, tb.AccessToken, pu.Query().Get("t"), at.UpstreamToken, readerToken, proxyKey)
+	}
+	// the log tells what happened, and nothing secret
+	logs := f.logs.String()
+	if !strings.Contains(logs, `"route":"cas_xorb"`) || !strings.Contains(logs, `"route":"xet_token"`) {
+		t.Fatalf("premise: the requests are logged: %.500s", logs)
+	}
+	for _, sec := range secrets {
+		if strings.Contains(logs, sec) {
+			t.Errorf("the log holds a secret (%.12s...)", sec)
 		}
 	}
 }
@@ -672,7 +690,7 @@ func TestXetResolveHeaders(t *testing.T) {
 	if err := json.Unmarshal(a.body, &info); err != nil || a.status != 200 ||
 		a.header.Get("Content-Type") != "application/vnd.xet-fileinfo+json" || a.header.Get("X-Linked-Size") != strconv.Itoa(len(file.data)) ||
 		a.header.Get("X-Xet-Hash") != file.hash.String() || !strings.Contains(a.header.Get("Link"), `rel="xet-auth"`) ||
-		info.Hash != file.hash.String() || info.Size != int64(len(file.data)) || info.RefreshURL != refresh || info.ReconstructionURL != recon {
+		info.Hash != file.hash.String() || info.Etag != a.header.Get("X-Linked-Etag")[1:65] || info.Size != int64(len(file.data)) || info.RefreshURL != refresh || info.ReconstructionURL != recon {
 		t.Errorf("fileinfo: %d %v %s", a.status, a.header, a.body)
 	}
 	// the Link leads to a working token and reconstruction
@@ -760,6 +778,19 @@ func TestXetWarmCache(t *testing.T) {
 	st := f.eng.CacheStats()
 	if st.XorbFromCache == 0 || st.XorbFromUpstream == 0 {
 		t.Errorf("stats: %+v", st)
+	}
+	// the handler counts its bytes after the last one went out: poll
+	var served float64
+	for deadline := time.Now().Add(5 * time.Second); int64(served) != st.XorbServed && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		m := f.do("GET", f.ts.URL+"/metrics")
+		for _, line := range strings.Split(string(m.body), "\n") {
+			if v, ok := strings.CutPrefix(line, `xetproxy_served_bytes_total{route="cas_xorb"} `); ok {
+				served, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	if int64(served) != st.XorbServed {
+		t.Errorf("cas_xorb served bytes in the metrics: %v, want %d", served, st.XorbServed)
 	}
 }
 
