@@ -18,10 +18,8 @@ import (
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
-	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/castoken"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
-	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
@@ -55,6 +53,7 @@ type xetFixture struct {
 	sealer *castoken.Sealer
 	client *http.Client // checks every answer for upstream leaks
 	files  map[string]xetFile
+	logs   *lockedBuffer // the server's log, at debug level
 }
 
 // compressible returns n bytes that LZ4 shrinks: runs of text with random
@@ -127,7 +126,9 @@ func newXetFixture(t *testing.T, withCache bool, mod func(*Config)) *xetFixture 
 	}
 	eng, _ := testEngine(t, cfg, engineOptions{cache: store})
 	f.eng = eng
-	srv, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Version: "v-test"})
+	f.logs = &lockedBuffer{}
+	log := slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv, err := New(Options{Config: cfg, Engine: eng, Logger: log, Version: "v-test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,6 +401,21 @@ func TestXetTokenRoute(t *testing.T) {
 	if a := f.do("POST", f.ts.URL+"/api/models/org/pub/xet-read-token/main"); a.status != 405 {
 		t.Errorf("POST to the token route: %d", a.status)
 	}
+	// a CAS token never outlives the upstream token it carries, and a
+	// xorb URL never outlives the CAS token
+	f.fh.SetTokenTTL(10 * time.Minute)
+	tb := f.mustToken("models/org/other", "Authorization", "Bearer "+userToken)
+	at, err := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+	if err != nil || tb.Exp > time.Now().Add(10*time.Minute).Unix() || at.Exp.Unix() != tb.Exp || at.UpstreamExp.Before(at.Exp) {
+		t.Fatalf("token under a 10-minute upstream token: exp %d, %+v, %v", tb.Exp, at, err)
+	}
+	_, r := f.reconstruct(tb, f.files["org/other/other.bin"].hash, true, "")
+	u, _, _ := firstRange(t, r)
+	pu, _ := url.Parse(u)
+	tk, err := f.sealer.OpenTicket(pu.Query().Get("t"), time.Now())
+	if err != nil || tk.Exp.After(at.Exp) || tk.Caller != callerDigest(userToken) {
+		t.Fatalf("ticket under that token: %+v, %v", tk, err)
+	}
 }
 
 func TestXetReconstructAndRebuild(t *testing.T) {
@@ -438,11 +454,26 @@ func TestXetReconstructAndRebuild(t *testing.T) {
 		}
 	}
 	// private files with the reader's token, through the server token too
+	var secrets []string
 	for _, hdr := range [][]string{{"Authorization", "Bearer " + readerToken}, {"X-Proxy-Key", proxyKey}} {
 		tb := f.mustToken("models/org/private", hdr...)
 		_, r := f.reconstruct(tb, f.files["org/private/secret.bin"].hash, true, "")
 		if r == nil || !bytes.Equal(f.rebuild(r), f.files["org/private/secret.bin"].data) {
 			t.Fatalf("private file with %v", hdr)
+		}
+		at, _ := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+		u, _, _ := firstRange(t, r)
+		pu, _ := url.Parse(u)
+		secrets = append(secrets, tb.AccessToken, pu.Query().Get("t"), at.UpstreamToken, readerToken, proxyKey)
+	}
+	// the log tells what happened, and nothing secret
+	logs := f.logs.String()
+	if !strings.Contains(logs, `"route":"cas_xorb"`) || !strings.Contains(logs, `"route":"xet_token"`) {
+		t.Fatalf("premise: the requests are logged: %.500s", logs)
+	}
+	for _, sec := range secrets {
+		if strings.Contains(logs, sec) {
+			t.Errorf("the log holds a secret (%.12s...)", sec)
 		}
 	}
 }
@@ -659,7 +690,7 @@ func TestXetResolveHeaders(t *testing.T) {
 	if err := json.Unmarshal(a.body, &info); err != nil || a.status != 200 ||
 		a.header.Get("Content-Type") != "application/vnd.xet-fileinfo+json" || a.header.Get("X-Linked-Size") != strconv.Itoa(len(file.data)) ||
 		a.header.Get("X-Xet-Hash") != file.hash.String() || !strings.Contains(a.header.Get("Link"), `rel="xet-auth"`) ||
-		info.Hash != file.hash.String() || info.Size != int64(len(file.data)) || info.RefreshURL != refresh || info.ReconstructionURL != recon {
+		info.Hash != file.hash.String() || info.Etag != a.header.Get("X-Linked-Etag")[1:65] || info.Size != int64(len(file.data)) || info.RefreshURL != refresh || info.ReconstructionURL != recon {
 		t.Errorf("fileinfo: %d %v %s", a.status, a.header, a.body)
 	}
 	// the Link leads to a working token and reconstruction
@@ -729,6 +760,13 @@ func TestXetWarmCache(t *testing.T) {
 		if got := f.rebuild(r); !bytes.Equal(got, file.data) {
 			t.Fatalf("download %d differs", i)
 		}
+		// the cold answer passes upstream's LZ4 records through, the
+		// warm ones serve uncompressed records from the cache
+		u, _, rg := firstRange(t, r)
+		a := f.do("GET", u, "Range", fmt.Sprintf("bytes=%d-%d", rg.Bytes.Start, rg.Bytes.Start+7))
+		if h, err := xorb.ParseHeader(a.body); err != nil || (h.Scheme == xorb.SchemeNone) != (i > 0) {
+			t.Fatalf("download %d: first record %+v, %v", i, h, err)
+		}
 		spent := f.xorbBytes() - before
 		switch {
 		case i == 0 && spent == 0:
@@ -741,8 +779,102 @@ func TestXetWarmCache(t *testing.T) {
 	if st.XorbFromCache == 0 || st.XorbFromUpstream == 0 {
 		t.Errorf("stats: %+v", st)
 	}
-	// the warm answers are uncompressed records, served from the cache:
-	// a cached chunk that went bad is refused, not served
-	_ = casclient.ErrNotFound
-	_ = hub.Model
+	// the handler counts its bytes after the last one went out: poll
+	var served float64
+	for deadline := time.Now().Add(5 * time.Second); int64(served) != st.XorbServed && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		m := f.do("GET", f.ts.URL+"/metrics")
+		for _, line := range strings.Split(string(m.body), "\n") {
+			if v, ok := strings.CutPrefix(line, `xetproxy_served_bytes_total{route="cas_xorb"} `); ok {
+				served, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	if int64(served) != st.XorbServed {
+		t.Errorf("cas_xorb served bytes in the metrics: %v, want %d", served, st.XorbServed)
+	}
+}
+
+func TestXetConfig(t *testing.T) {
+	c, err := parseConfig(t, nil)
+	if err != nil || !c.Xet || c.SigningKey != "" || c.XetTokenTTL != DefaultXetTokenTTL || c.XetURLTTL != DefaultXetURLTTL {
+		t.Fatalf("defaults: xet %v, ttls %v %v, %v", c.Xet, c.XetTokenTTL, c.XetURLTTL, err)
+	}
+	if c, err := parseConfig(t, map[string]string{"XETPROXY_XET": "false"}); err != nil || c.Xet {
+		t.Errorf("XETPROXY_XET=false: %v %v", c.Xet, err)
+	}
+	if c, err := parseConfig(t, nil, "--xet=false", "--xet-url-ttl=5m"); err != nil || c.Xet || c.XetURLTTL != 5*time.Minute {
+		t.Errorf("--xet=false: %v %v", c.Xet, err)
+	}
+	if c, err := parseConfig(t, map[string]string{"XETPROXY_SIGNING_KEY": xetTestKey}); err != nil || c.SigningKey != xetTestKey {
+		t.Errorf("hex key: %v", err)
+	}
+	for _, bad := range []string{"00112233", "this is not a key, not even close"} {
+		_, err := parseConfig(t, map[string]string{"XETPROXY_SIGNING_KEY": bad})
+		if err == nil || !strings.Contains(err.Error(), "XETPROXY_SIGNING_KEY") || strings.Contains(err.Error(), bad) {
+			t.Errorf("key %q: %v", bad, err)
+		}
+	}
+	if _, err := parseConfig(t, nil, "--xet-token-ttl=-1s"); err == nil {
+		t.Error("negative token ttl accepted")
+	}
+}
+
+// TestXetSigningKeyShared: a token sealed by one instance opens on another
+// with the same key, and fails (401) on one with its own key.
+func TestXetSigningKeyShared(t *testing.T) {
+	f := newXetFixture(t, false, nil)
+	tb := f.mustToken("models/org/pub")
+	file := f.files["org/pub/big.bin"]
+	for _, key := range []string{xetTestKey, ""} {
+		cfg := testConfig(f.hub.URL)
+		cfg.Xet, cfg.SigningKey = true, key
+		s := newTestServer(t, cfg)
+		ts := httptest.NewServer(s.Handler())
+		a := f.do("GET", ts.URL+"/cas/v2/reconstructions/"+file.hash.String(), "Authorization", "Bearer "+tb.AccessToken)
+		if want := map[string]int{xetTestKey: 200, "": 401}[key]; a.status != want {
+			t.Errorf("second instance with key %q: %d, want %d", key, a.status, want)
+		}
+		ts.Close()
+	}
+}
+
+// TestXetCorruptUpstream: with the xorb's manifest known, a chunk from
+// upstream that does not match it never reaches the client whole: the
+// answer fails or the connection is cut.
+func TestXetCorruptUpstream(t *testing.T) {
+	f := newXetFixture(t, true, nil)
+	file := f.files["org/pub/big.bin"]
+	tb := f.mustToken("models/org/pub")
+	_, r := f.reconstruct(tb, file.hash, true, "")
+	if !bytes.Equal(f.rebuild(r), file.data) {
+		t.Fatal("premise: the first download")
+	}
+	_, x, rg := firstRange(t, r)
+	// the chunks leave the cache, upstream turns bad
+	if err := f.eng.Cache().Delete(context.Background(), x, 0, 8192); err != nil {
+		t.Fatal(err)
+	}
+	f.fh.CorruptXorb(x, int64(rg.Bytes.Len()/2), 64)
+	_, r = f.reconstruct(tb, file.hash, true, "")
+	u, _, rg := firstRange(t, r)
+	served := f.eng.CacheStats().XorbServed
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", rg.Bytes.Start, rg.Bytes.End))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == 206 && rerr == nil && uint64(len(body)) == rg.Bytes.Len():
+		t.Fatal("a range with a corrupt chunk was served whole")
+	case resp.StatusCode == 206: // cut after the status line
+	case resp.StatusCode == 502 && resp.Header.Get("X-Error-Code") == "IntegrityError": // before it
+	default:
+		t.Fatalf("unexpected answer %d %v", resp.StatusCode, resp.Header)
+	}
+	if n := f.eng.CacheStats().XorbServed - served; n >= int64(rg.Bytes.Len()) {
+		t.Errorf("the engine handed out %d of the %d bytes", n, rg.Bytes.Len())
+	}
 }
