@@ -3,11 +3,14 @@ package xetclient
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,5 +206,56 @@ func TestProxyTokenReplay(t *testing.T) {
 	}
 	if time.Now().Before(exp) {
 		t.Errorf("refused before its exp %v", exp)
+	}
+}
+
+// TestProxySharedSigningKey: behind the Cloudflare Worker a client's
+// reconstruction and its xorb ranges reach different instances. With one
+// XETPROXY_SIGNING_KEY the xorb URLs one instance issued are served by
+// another; with different keys they are refused with 403 (the client asks
+// for the reconstruction again, and gives up when every URL is refused).
+func TestProxySharedSigningKey(t *testing.T) {
+	ctx := context.Background()
+	a := newProxy(t, nil)
+	for _, tc := range []struct {
+		name string
+		key  string
+		ok   bool
+	}{
+		{"same key", testSigningKey, true},
+		{"other key", "ff" + testSigningKey[2:], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newProxy(t, func(c *server.Config) { c.SigningKey = tc.key })
+			c, rec := newClient(proxyTarget(a), "")
+			var served atomic.Int64
+			rec.rewrite = func(r *http.Request) {
+				if strings.Contains(r.URL.Path, "/cas/xorbs/") {
+					r.URL.Host = strings.TrimPrefix(b.url, "http://")
+					r.Host = r.URL.Host
+					served.Add(1)
+				}
+			}
+			fi, err := c.Resolve(ctx, "", dedupRepo, "main", "b.bin")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.Download(ctx, fi.RefreshRoute, fi.Hash, nil)
+			if served.Load() == 0 {
+				t.Fatal("no xorb range went to the second instance")
+			}
+			if !tc.ok {
+				if !errors.Is(err, errForbidden) {
+					t.Fatalf("err = %v, want 403 on every xorb URL", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, content[dedupRepo+":b.bin"]) {
+				t.Fatal("bytes differ")
+			}
+		})
 	}
 }

@@ -185,9 +185,15 @@ type recorder struct {
 	xorb     int // xorb fetches in flight
 	gate     chan struct{}
 	gateAt   int
+	// rewrite, when set, may change a request before it is sent.
+	rewrite func(*http.Request)
 }
 
 func (r *recorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	if r.rewrite != nil {
+		req = req.Clone(req.Context())
+		r.rewrite(req)
+	}
 	isXorb := req.Header.Get("Range") != "" && req.Header.Get("Authorization") == "" && req.Method == http.MethodGet
 	if isXorb {
 		r.mu.Lock()
