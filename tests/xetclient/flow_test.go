@@ -135,6 +135,7 @@ func TestV1Fallback(t *testing.T) {
 	forTargets(t, func(t *testing.T, tg target) {
 		hub.DisableV2(true)
 		defer hub.DisableV2(false)
+		n0 := len(hub.Requests())
 		ctx := context.Background()
 		c, _ := newClient(tg, "")
 		fi, err := c.Resolve(ctx, "", dedupRepo, "main", "b.bin")
@@ -149,8 +150,21 @@ func TestV1Fallback(t *testing.T) {
 			t.Fatal("bytes differ")
 		}
 		if tg.viaProxy {
-			// The proxy speaks v1 and v2 whatever its upstream serves.
+			// The proxy speaks v1 and v2 whatever its upstream serves: the
+			// client's v2 query is answered, upstream was asked v1.
 			assertOrigin(t, c, tg.endpoint)
+			if c.V1Fallbacks.Load() != 0 {
+				t.Errorf("the client fell back to v1 %d times", c.V1Fallbacks.Load())
+			}
+			upV1 := 0
+			for _, r := range hub.Requests()[n0:] {
+				if strings.Contains(r.Path, "/v1/reconstructions/") && r.Status == 200 {
+					upV1++
+				}
+			}
+			if upV1 == 0 {
+				t.Error("the proxy never asked upstream /v1")
+			}
 			return
 		}
 		if c.V1Fallbacks.Load() != 1 || countURLs(c, "/v1/reconstructions/") != 1 {

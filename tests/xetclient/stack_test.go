@@ -65,7 +65,8 @@ func textBytes(seed uint64, n int) []byte {
 
 func setupHub() error {
 	var err error
-	hub, err = fakehub.New(fakehub.Config{MaxXorbChunks: xorbChunks, MaxXorbBytes: 1 << 20})
+	// LogSize: tests index the request log from a point on; it must not wrap.
+	hub, err = fakehub.New(fakehub.Config{MaxXorbChunks: xorbChunks, MaxXorbBytes: 1 << 20, LogSize: 1 << 20})
 	if err != nil {
 		return err
 	}
