@@ -878,3 +878,43 @@ func TestXetCorruptUpstream(t *testing.T) {
 		t.Errorf("the engine handed out %d of the %d bytes", n, rg.Bytes.Len())
 	}
 }
+
+// TestXetPartialCache: a range whose first segment is cached and the rest
+// not is served from both: the cache's chunks as records, then upstream's
+// (the range fetched and its cached chunks skipped), re-serialised.
+func TestXetPartialCache(t *testing.T) {
+	f := newXetFixture(t, true, nil)
+	data := compressible(9, 6<<20)
+	fs, err := f.fh.AddFile(context.Background(), "org/pub", "huge.bin", bytes.NewReader(data), fakehub.StorageXet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := f.mustToken("models/org/pub")
+	_, r := f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) {
+		t.Fatal("cold download differs")
+	}
+	_, x, rg := firstRange(t, r)
+	if len(r.Xorbs) != 1 || rg.Chunks.Start != 0 || rg.Chunks.End <= 64 {
+		t.Fatalf("premise: one xorb of more than one segment, got %d xorbs, chunks %v", len(r.Xorbs), rg.Chunks)
+	}
+	if err := f.eng.Cache().Delete(context.Background(), x, 64, rg.Chunks.End); err != nil {
+		t.Fatal(err)
+	}
+	before, stats := f.xorbBytes(), f.eng.CacheStats()
+	_, r = f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) {
+		t.Fatal("download from cache and upstream differs")
+	}
+	after := f.eng.CacheStats()
+	if f.xorbBytes() == before || after.XorbFromCache == stats.XorbFromCache || after.XorbFromUpstream == stats.XorbFromUpstream {
+		t.Fatalf("want chunks from both: cache %d→%d, upstream %d→%d",
+			stats.XorbFromCache, after.XorbFromCache, stats.XorbFromUpstream, after.XorbFromUpstream)
+	}
+	// and the chunks it fetched went back to the cache
+	before = f.xorbBytes()
+	_, r = f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) || f.xorbBytes() != before {
+		t.Fatal("third download: not all from the cache")
+	}
+}
