@@ -918,3 +918,32 @@ func TestXetPartialCache(t *testing.T) {
 		t.Fatal("third download: not all from the cache")
 	}
 }
+
+// FuzzXetParsers: the Range parsers of the CAS routes and the token route
+// matcher never panic, and what they accept is well formed.
+func FuzzXetParsers(f *testing.F) {
+	for _, s := range []string{"bytes=0-10", "bytes=5-", "bytes=1-2,4-9", "bytes=-5", "bytes=9-1", "models/org/m/xet-read-token/main",
+		"datasets/a/xet-read-token/refs%2Fpr%2F1", "spaces/a/b/xet-read-token/x/y", "models/xet-read-token/xet-read-token/a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if rs, ok := parseByteRanges(s); ok {
+			if len(rs) == 0 || len(rs) > castoken.MaxRanges {
+				t.Fatalf("%q: %d ranges", s, len(rs))
+			}
+			for _, r := range rs {
+				if r.End < r.Start {
+					t.Fatalf("%q: reversed range %v", s, r)
+				}
+			}
+		}
+		if r, ok := parseCASRange(s); ok && r.End < r.Start {
+			t.Fatalf("%q: reversed range %v", s, r)
+		}
+		if typ, repo, rev, ok, err := parseXetTokenPath(s); ok && err == nil {
+			if typ != "model" && typ != "dataset" && typ != "space" || checkRevision(rev) != nil || repo == "" || strings.Count(repo, "/") > 1 {
+				t.Fatalf("%q: accepted %q %q %q", s, typ, repo, rev)
+			}
+		}
+	})
+}
