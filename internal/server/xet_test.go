@@ -947,3 +947,53 @@ func FuzzXetParsers(f *testing.F) {
 		}
 	})
 }
+
+// TestXetMultiRangeEntry: a file that reuses two separate parts of another
+// file's xorb gets a v2 entry listing several ranges under one URL, which
+// a client fetches in one multi-range request (as @huggingface/hub does).
+func TestXetMultiRangeEntry(t *testing.T) {
+	f := newXetFixture(t, false, nil)
+	base := f.files["org/pub/big.bin"].data
+	mixed := append(append(append([]byte{}, base[:400000]...), xettest.SplitMix64(77, 300000)...), base[1000000:]...)
+	fs, err := f.fh.AddFile(context.Background(), "org/pub", "mixed.bin", bytes.NewReader(mixed), fakehub.StorageXet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := f.mustToken("models/org/pub")
+	_, r := f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), mixed) {
+		t.Fatal("rebuilt file differs")
+	}
+	var entry *reconstruction.XorbFetch
+	for _, xfs := range r.Xorbs {
+		for i := range xfs {
+			if len(xfs[i].Ranges) > 1 {
+				entry = &xfs[i]
+			}
+		}
+	}
+	if entry == nil {
+		t.Fatalf("premise: no entry with several ranges in %+v", r.Xorbs)
+	}
+	var specs []string
+	for _, rg := range entry.Ranges {
+		specs = append(specs, fmt.Sprintf("%d-%d", rg.Bytes.Start, rg.Bytes.End))
+	}
+	a := f.do("GET", entry.URL, "Range", "bytes="+strings.Join(specs, ","))
+	_, params, err := mime.ParseMediaType(a.header.Get("Content-Type"))
+	if a.status != 206 || err != nil {
+		t.Fatalf("multi-range: %d %v", a.status, a.header)
+	}
+	mr := multipart.NewReader(bytes.NewReader(a.body), params["boundary"])
+	for i, rg := range entry.Ranges {
+		p, err := mr.NextPart()
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(p)
+		one := f.do("GET", entry.URL, "Range", fmt.Sprintf("bytes=%d-%d", rg.Bytes.Start, rg.Bytes.End))
+		if !bytes.Equal(got, one.body) || uint64(len(got)) != rg.Bytes.Len() {
+			t.Fatalf("part %d differs from the single-range answer", i)
+		}
+	}
+}
