@@ -828,11 +828,19 @@ func TestXetSigningKeyShared(t *testing.T) {
 	for _, key := range []string{xetTestKey, ""} {
 		cfg := testConfig(f.hub.URL)
 		cfg.Xet, cfg.SigningKey = true, key
-		s := newTestServer(t, cfg)
+		eng, _ := testEngine(t, cfg, engineOptions{})
+		var logs lockedBuffer
+		s, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Version: "v"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		ts := httptest.NewServer(s.Handler())
 		a := f.do("GET", ts.URL+"/cas/v2/reconstructions/"+file.hash.String(), "Authorization", "Bearer "+tb.AccessToken)
 		if want := map[string]int{xetTestKey: 200, "": 401}[key]; a.status != want {
 			t.Errorf("second instance with key %q: %d, want %d", key, a.status, want)
+		}
+		if warned := strings.Contains(logs.String(), "XETPROXY_SIGNING_KEY is not set"); warned != (key == "") {
+			t.Errorf("key %q: warning logged %v", key, warned)
 		}
 		ts.Close()
 	}
