@@ -210,11 +210,14 @@ type xorbReader struct {
 type tap struct {
 	r   io.Reader
 	buf []byte
+	off bool // not recording (skipping chunks)
 }
 
 func (t *tap) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
-	t.buf = append(t.buf, p[:n]...)
+	if !t.off {
+		t.buf = append(t.buf, p[:n]...)
+	}
 	return n, err
 }
 
@@ -326,6 +329,7 @@ func (xr *xorbReader) fromUpstream() error {
 		xr.body = body
 		xr.tap = &tap{r: body}
 		xr.cs = &chunkStream{r: xr.tap}
+		xr.tap.off = true // the chunks the cache gave: their bytes are not kept
 		for k := rg.Chunks.Start; k < xr.c; k++ {
 			h, err := xr.cs.header()
 			if err == nil {
@@ -335,6 +339,7 @@ func (xr *xorbReader) fromUpstream() error {
 				return xr.decodeErr(err)
 			}
 		}
+		xr.tap.off = false
 		if xr.c != rg.Chunks.Start {
 			xr.learn = false
 		}

@@ -626,9 +626,9 @@ func TestXetXorbMultiRange(t *testing.T) {
 	if whole.status != 206 {
 		t.Fatalf("premise: %d", whole.status)
 	}
-	// three pieces of the granted range in one request
-	a, b := rg.Bytes.Start+rg.Bytes.Len()/3, rg.Bytes.Start+2*rg.Bytes.Len()/3
-	want := []reconstruction.ByteRange{{Start: rg.Bytes.Start, End: a}, {Start: a + 10, End: b}, {Start: b + 1, End: rg.Bytes.End}}
+	// two pieces of the granted range in one request
+	a := rg.Bytes.Start + rg.Bytes.Len()/3
+	want := []reconstruction.ByteRange{{Start: rg.Bytes.Start, End: a}, {Start: a + 10, End: rg.Bytes.End}}
 	var specs []string
 	for _, w := range want {
 		specs = append(specs, fmt.Sprintf("%d-%d", w.Start, w.End))
@@ -652,6 +652,16 @@ func TestXetXorbMultiRange(t *testing.T) {
 	}
 	if _, err := mr.NextPart(); err != io.EOF {
 		t.Fatalf("after the parts: %v", err)
+	}
+	// what would multiply upstream transfers is refused
+	for _, h := range []string{
+		fmt.Sprintf("bytes=%d-%d,%d-%d,%d-%d", rg.Bytes.Start, rg.Bytes.Start, rg.Bytes.Start+2, rg.Bytes.Start+2, rg.Bytes.Start+4, rg.Bytes.Start+4),
+		fmt.Sprintf("bytes=%d-%d,%d-%d", rg.Bytes.Start, rg.Bytes.End, rg.Bytes.Start, rg.Bytes.End),
+		fmt.Sprintf("bytes=%d-%d,%d-%d", rg.Bytes.Start+10, rg.Bytes.End, rg.Bytes.Start, rg.Bytes.Start+5),
+	} {
+		if a := f.do("GET", u, "Range", h); a.status != 403 {
+			t.Errorf("Range %s: %d", h, a.status)
+		}
 	}
 }
 
@@ -828,11 +838,19 @@ func TestXetSigningKeyShared(t *testing.T) {
 	for _, key := range []string{xetTestKey, ""} {
 		cfg := testConfig(f.hub.URL)
 		cfg.Xet, cfg.SigningKey = true, key
-		s := newTestServer(t, cfg)
+		eng, _ := testEngine(t, cfg, engineOptions{})
+		var logs lockedBuffer
+		s, err := New(Options{Config: cfg, Engine: eng, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Version: "v"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		ts := httptest.NewServer(s.Handler())
 		a := f.do("GET", ts.URL+"/cas/v2/reconstructions/"+file.hash.String(), "Authorization", "Bearer "+tb.AccessToken)
 		if want := map[string]int{xetTestKey: 200, "": 401}[key]; a.status != want {
 			t.Errorf("second instance with key %q: %d, want %d", key, a.status, want)
+		}
+		if warned := strings.Contains(logs.String(), "XETPROXY_SIGNING_KEY is not set"); warned != (key == "") {
+			t.Errorf("key %q: warning logged %v", key, warned)
 		}
 		ts.Close()
 	}
@@ -876,5 +894,124 @@ func TestXetCorruptUpstream(t *testing.T) {
 	}
 	if n := f.eng.CacheStats().XorbServed - served; n >= int64(rg.Bytes.Len()) {
 		t.Errorf("the engine handed out %d of the %d bytes", n, rg.Bytes.Len())
+	}
+}
+
+// TestXetPartialCache: a range whose first segment is cached and the rest
+// not is served from both: the cache's chunks as records, then upstream's
+// (the range fetched and its cached chunks skipped), re-serialised.
+func TestXetPartialCache(t *testing.T) {
+	f := newXetFixture(t, true, nil)
+	data := compressible(9, 6<<20)
+	fs, err := f.fh.AddFile(context.Background(), "org/pub", "huge.bin", bytes.NewReader(data), fakehub.StorageXet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := f.mustToken("models/org/pub")
+	_, r := f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) {
+		t.Fatal("cold download differs")
+	}
+	_, x, rg := firstRange(t, r)
+	if len(r.Xorbs) != 1 || rg.Chunks.Start != 0 || rg.Chunks.End <= 64 {
+		t.Fatalf("premise: one xorb of more than one segment, got %d xorbs, chunks %v", len(r.Xorbs), rg.Chunks)
+	}
+	if err := f.eng.Cache().Delete(context.Background(), x, 64, rg.Chunks.End); err != nil {
+		t.Fatal(err)
+	}
+	before, stats := f.xorbBytes(), f.eng.CacheStats()
+	_, r = f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) {
+		t.Fatal("download from cache and upstream differs")
+	}
+	after := f.eng.CacheStats()
+	if f.xorbBytes() == before || after.XorbFromCache == stats.XorbFromCache || after.XorbFromUpstream == stats.XorbFromUpstream {
+		t.Fatalf("want chunks from both: cache %d→%d, upstream %d→%d",
+			stats.XorbFromCache, after.XorbFromCache, stats.XorbFromUpstream, after.XorbFromUpstream)
+	}
+	// and the chunks it fetched went back to the cache
+	before = f.xorbBytes()
+	_, r = f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), data) || f.xorbBytes() != before {
+		t.Fatal("third download: not all from the cache")
+	}
+}
+
+// FuzzXetParsers: the Range parsers of the CAS routes and the token route
+// matcher never panic, and what they accept is well formed.
+func FuzzXetParsers(f *testing.F) {
+	for _, s := range []string{"bytes=0-10", "bytes=5-", "bytes=1-2,4-9", "bytes=-5", "bytes=9-1", "models/org/m/xet-read-token/main",
+		"datasets/a/xet-read-token/refs%2Fpr%2F1", "spaces/a/b/xet-read-token/x/y", "models/xet-read-token/xet-read-token/a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if rs, ok := parseByteRanges(s); ok {
+			if len(rs) == 0 || len(rs) > castoken.MaxRanges {
+				t.Fatalf("%q: %d ranges", s, len(rs))
+			}
+			for _, r := range rs {
+				if r.End < r.Start {
+					t.Fatalf("%q: reversed range %v", s, r)
+				}
+			}
+		}
+		if r, ok := parseCASRange(s); ok && r.End < r.Start {
+			t.Fatalf("%q: reversed range %v", s, r)
+		}
+		if typ, repo, rev, ok, err := parseXetTokenPath(s); ok && err == nil {
+			if typ != "model" && typ != "dataset" && typ != "space" || checkRevision(rev) != nil || repo == "" || strings.Count(repo, "/") > 1 {
+				t.Fatalf("%q: accepted %q %q %q", s, typ, repo, rev)
+			}
+		}
+	})
+}
+
+// TestXetMultiRangeEntry: a file that reuses two separate parts of another
+// file's xorb gets a v2 entry listing several ranges under one URL, which
+// a client fetches in one multi-range request (as @huggingface/hub does).
+func TestXetMultiRangeEntry(t *testing.T) {
+	f := newXetFixture(t, false, nil)
+	base := f.files["org/pub/big.bin"].data
+	mixed := append(append(append([]byte{}, base[:400000]...), xettest.SplitMix64(77, 300000)...), base[1000000:]...)
+	fs, err := f.fh.AddFile(context.Background(), "org/pub", "mixed.bin", bytes.NewReader(mixed), fakehub.StorageXet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := f.mustToken("models/org/pub")
+	_, r := f.reconstruct(tb, fs.XetHash, true, "")
+	if !bytes.Equal(f.rebuild(r), mixed) {
+		t.Fatal("rebuilt file differs")
+	}
+	var entry *reconstruction.XorbFetch
+	for _, xfs := range r.Xorbs {
+		for i := range xfs {
+			if len(xfs[i].Ranges) > 1 {
+				entry = &xfs[i]
+			}
+		}
+	}
+	if entry == nil {
+		t.Fatalf("premise: no entry with several ranges in %+v", r.Xorbs)
+	}
+	var specs []string
+	for _, rg := range entry.Ranges {
+		specs = append(specs, fmt.Sprintf("%d-%d", rg.Bytes.Start, rg.Bytes.End))
+	}
+	a := f.do("GET", entry.URL, "Range", "bytes="+strings.Join(specs, ","))
+	_, params, err := mime.ParseMediaType(a.header.Get("Content-Type"))
+	if a.status != 206 || err != nil {
+		t.Fatalf("multi-range: %d %v", a.status, a.header)
+	}
+	mr := multipart.NewReader(bytes.NewReader(a.body), params["boundary"])
+	for i, rg := range entry.Ranges {
+		p, err := mr.NextPart()
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		got, _ := io.ReadAll(p)
+		one := f.do("GET", entry.URL, "Range", fmt.Sprintf("bytes=%d-%d", rg.Bytes.Start, rg.Bytes.End))
+		if !bytes.Equal(got, one.body) || uint64(len(got)) != rg.Bytes.Len() {
+			t.Fatalf("part %d differs from the single-range answer", i)
+		}
 	}
 }

@@ -220,6 +220,19 @@ func (s *Server) casXorb(w http.ResponseWriter, r *http.Request, id string) {
 		forbidden("a Range inside the ranges of this URL is required", nil)
 		return
 	}
+	// Each range may cost an upstream transfer: ascending, disjoint and
+	// at most two per granted range, so a URL cannot be made to fetch
+	// much more than it grants.
+	if len(specs) > 2*len(tk.Ranges) {
+		forbidden("too many ranges for this URL", nil)
+		return
+	}
+	for i := 1; i < len(specs); i++ {
+		if specs[i].Start <= specs[i-1].End {
+			forbidden("ranges must be ascending and disjoint", nil)
+			return
+		}
+	}
 	parts := make([]proxy.XorbRange, len(specs))
 	var total int64
 	for i, sp := range specs {
