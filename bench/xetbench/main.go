@@ -87,7 +87,7 @@ func main() {
 	if m, err := filepath.Abs(filepath.Join(*jsDir, "node_modules", "@huggingface", "hub", "dist", "index.mjs")); err == nil {
 		if _, err := os.Stat(m); err == nil {
 			if node, err := exec.LookPath("node"); err == nil {
-				b.node, b.jsModule, _ = node, m, ""
+				b.node, b.jsModule = node, m
 				b.jsScript, _ = filepath.Abs(*jsScript)
 			}
 		}
