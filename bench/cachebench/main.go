@@ -182,7 +182,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	}
 
 	// cold without any cache, for comparison (what bench/proxy.sh measures)
-	p, err := benchkit.StartProxy(bin, hubURL)
+	p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 	if err != nil {
 		return err
 	}

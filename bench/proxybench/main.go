@@ -153,11 +153,13 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 
 	// proxy, cold single stream
 	for i := 0; i < runs; i++ {
-		p, err := benchkit.StartProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
+		cpu0 := p.CPUSeconds()
 		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
+		cpu := p.CPUSeconds() - cpu0
 		hwm := p.Stop()
 		if err != nil {
 			return err
@@ -167,13 +169,14 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		}
 		rep.proxy = append(rep.proxy, r.Speed)
 		rep.proxyTTFB = append(rep.proxyTTFB, r.TTFB)
+		rep.proxyCPU = append(rep.proxyCPU, cpu/(float64(r.Size)/1e9))
 		rep.rssSingle = append(rep.rssSingle, hwm)
 		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.Speed), r.TTFB*1000, benchkit.Human(hwm))
 	}
 
 	// content check once: the proxy's bytes are the file
 	{
-		p, err := benchkit.StartProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
@@ -190,7 +193,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 
 	// concurrent clients on different files
 	for i := 0; i < runs; i++ {
-		p, err := benchkit.StartProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
@@ -224,7 +227,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	// time to first byte on a warm server (token and metadata cached) and
 	// cold, for a small plain file and the first byte of the large file
 	{
-		p, err := benchkit.StartProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
@@ -253,6 +256,7 @@ type report struct {
 	clients                      int
 	goStatic, nginx, proxy       []float64
 	proxyTTFB                    []float64
+	proxyCPU                     []float64 // server CPU-seconds per GB
 	concurrent                   []float64
 	rssSingle, rssConcurrent     []int64
 	ttfbWarmRange, ttfbWarmSmall []float64
@@ -273,6 +277,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s | %.2f× nginx |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.goStatic)), ratio(benchkit.Median(r.goStatic), benchkit.Median(r.nginx)))
 	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s | %.2f× %s (target ≥ 0.25×) |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)), benchkit.Median(r.proxy)/base, baseName)
 	fmt.Fprintf(w, "| xetproxy cold, %d curls on %d different %s files, aggregate | %s | %.2f× %s |\n", r.clients, r.clients, benchkit.Human(r.csize), benchkit.MBps(benchkit.Median(r.concurrent)), benchkit.Median(r.concurrent)/base, baseName)
+	fmt.Fprintf(w, "| server CPU-seconds per GB, xetproxy cold, one curl (from /proc/PID/stat) | %.2f | |\n", benchkit.Median(r.proxyCPU))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, benchkit.Human(medianInt(r.rssConcurrent)))
 	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.proxyTTFB)*1000)
