@@ -364,8 +364,10 @@ func TestStatusPrivateNamesNeedAKey(t *testing.T) {
 			t.Errorf("keyed view: %+v", snap)
 		}
 	}
-	if a := st.do("GET", "/?format=json", "X-Proxy-Key", "wrong"); a.status != 401 || bytes.Contains(a.body, []byte(secret)) {
-		t.Errorf("wrong proxy key: %d %s", a.status, a.body)
+	for _, form := range []string{"json", "html"} {
+		if a := st.do("GET", "/?format="+form, "X-Proxy-Key", "wrong"); a.status != 401 || bytes.Contains(a.body, []byte(secret)) {
+			t.Errorf("%s with a wrong proxy key: %d %s", form, a.status, a.body)
+		}
 	}
 }
 
