@@ -2,7 +2,8 @@
 //
 // Routes (see routes.go for the parsing rules):
 //
-//	GET  /health, /readyz, /metrics, /           liveness, readiness, Prometheus, usage page
+//	GET  /health, /readyz, /metrics, /           liveness, readiness, Prometheus, status page
+//	                                               (HTML, JSON, or usage text for curl)
 //	GET|HEAD /download/[datasets/|spaces/]{ns}/{repo}/{path...}?revision=
 //	GET|HEAD /download-hash/{xet hash}?repo=&repo_type=&revision=&filename=
 //	GET|HEAD /[datasets/|spaces/]{repo}/resolve/{rev}/{path...}   drop-in HF_ENDPOINT mirror
@@ -27,9 +28,9 @@
 // representation headers, pure), errors.go + errors_upstream.go (the one
 // error→status table), routes.go (path parsing), auth.go, limits.go,
 // middleware.go (request IDs, access log, headers every answer carries),
-// metrics.go, apiroutes.go (what /api forwards), apiproxy.go (/api
-// passthrough), download.go (the download handler), server.go (dispatch,
-// Serve and the drain).
+// metrics.go, status.go (the status page at /), apiroutes.go (what /api
+// forwards), apiproxy.go (/api passthrough), download.go (the download
+// handler), server.go (dispatch, Serve and the drain).
 // The download engine is built by package engineconf, from Config.Engine.
 // Subpackage sample generates the demo, benchmark and test content.
 //

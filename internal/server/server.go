@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,10 @@ type Server struct {
 	api     *apiProxy
 	active  activeRequests
 	handler http.Handler
+	started time.Time
+	status  statusSources // inputs of the status page (status.go)
+	// listenAddr is the address Serve listens on, for the status page.
+	listenAddr atomic.Pointer[string]
 }
 
 // New builds a Server from opts.
@@ -62,6 +67,7 @@ func New(opts Options) (*Server, error) {
 		metrics: opts.Metrics,
 		version: opts.Version,
 		hub:     hub,
+		started: time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -76,6 +82,9 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	// The status page's sources owned by other components; a nil one
+	// shows as unknown.
+	s.status = statusSources{}
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
@@ -150,7 +159,7 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).quiet = true
 		s.metrics.Handler().ServeHTTP(w, r)
 	case p == "/" || p == "/index.html":
-		s.usage(w, r)
+		s.serveStatus(w, r)
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/download/"):
@@ -291,7 +300,9 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	if ms != nil {
 		start(ms, metricsLn)
 	}
-	s.log.Info("serving", "addr", ln.Addr().String(), "version", s.version)
+	addr := ln.Addr().String()
+	s.listenAddr.Store(&addr)
+	s.log.Info("serving", "addr", addr, "version", s.version)
 
 	var serveErr error
 	select {
