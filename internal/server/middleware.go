@@ -19,10 +19,11 @@ import (
 // access log and the metrics what they did without knowing about either.
 type reqInfo struct {
 	id     string
-	route  string // bounded set of route names, used as a metric label
-	status int    // overrides the written status (499 when the client left)
-	err    error  // why the request failed, for the log line
-	quiet  bool   // log at debug (health checks, metrics scrapes)
+	route  string   // bounded set of route names, used as a metric label
+	status int      // overrides the written status (499 when the client left)
+	err    error    // why the request failed, for the log line
+	quiet  bool     // log at debug (health checks, metrics scrapes)
+	dl     *dlAudit // set by the download routes: the line is "download" (audit.go)
 	served atomic.Int64
 }
 
@@ -185,6 +186,11 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeR
 			if info.err != nil {
 				attrs = append(attrs, "error", info.err.Error())
 			}
+			msg := "request"
+			if info.dl != nil {
+				msg = "download"
+				attrs = append(attrs, info.dl.finish(status, p != nil || cut)...)
+			}
 			level := slog.LevelInfo
 			switch {
 			case cut:
@@ -194,7 +200,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeR
 			case status >= 500 || p != nil:
 				level = slog.LevelWarn
 			}
-			log.Log(r.Context(), level, "request", attrs...)
+			log.Log(r.Context(), level, msg, attrs...)
 			if p != nil {
 				panic(p)
 			}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/policy"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -39,6 +41,8 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
+	audit   *auditor       // download log fields, metrics and top repos (audit.go)
 	active  activeRequests
 	handler http.Handler
 }
@@ -76,6 +80,11 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	if s.policy, err = policy.New(s.cfg.Allow, s.cfg.Deny); err != nil {
+		return nil, err
+	}
+	s.api.policy = s.policy
+	s.audit = newAuditor(s.cfg.AuditKey, s.metrics)
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
