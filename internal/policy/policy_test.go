@@ -32,6 +32,7 @@ func TestGlobMatch(t *testing.T) {
 		{"model/*/*", "model", "gpt2", false},
 		{"model/*/*", "model", "a/b", true},
 		{"model/meta-*", "model", "meta-llama/x", false}, // only a whole "*" segment takes the rest
+		{"model/meta-*/*", "model", "meta-llama/x", true},
 		{"model/*/llama-?", "model", "x/llama-3", true},
 		{"model/*/llama-?", "model", "x/llama-30", false},
 		{"model/[ab]*/x", "model", "bob/x", true},

@@ -130,6 +130,7 @@ const (
 	auditKey    = "audit-key-0123456789"
 	readerTok   = "hf_reader_token_for_audit"
 	otherTok    = "hf_other_token_for_audit"
+	proxyKey    = "proxy-key-0123456789"
 	auditedRepo = "org/m"
 )
 
@@ -148,10 +149,16 @@ func TestDownloadAuditLineMetricsAndTopRepos(t *testing.T) {
 	h.CreateRepo(fakehub.RepoSpec{ID: "org/private", Private: true, Readers: []string{readerTok}})
 	h.AddToken(otherTok)
 	data := cacheTestData(7, 2<<20+99)
+	plain := []byte(`{"plain":"git file"}`)
+	if _, err := h.Commit(context.Background(), auditedRepo, fakehub.CommitSpec{Branch: "main", Title: "config",
+		Files: []fakehub.FileSpec{{Path: "config.json", Content: bytes.NewReader(plain), Storage: fakehub.StoragePlain}}}); err != nil {
+		t.Fatal(err)
+	}
 	f := h.add(t, auditedRepo, "model.bin", data)
 	priv := h.add(t, "org/private", "w.bin", data[:5000])
 	p := startAuditProxy(t, h.url, func(c *server.Config) {
 		c.AuditKey = auditKey
+		c.APIKeys = []string{proxyKey}
 		c.Deny = []string{"*/blocked/*"}
 	})
 	bearer := func(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
@@ -168,6 +175,7 @@ func TestDownloadAuditLineMetricsAndTopRepos(t *testing.T) {
 		{"/download/blocked/x/f.bin", bearer(readerTok), 403},                                     // 4 policy
 		{"/download/org/m/missing.bin", nil, 404},                                                 // 5
 		{"/download-hash/" + priv.XetHash.String() + "?repo=org/private", bearer(readerTok), 200}, // 6
+		{"/download/org/m/config.json", []string{"X-Proxy-Key", proxyKey}, 200},                   // 7 plain file, keyed
 	}
 	for i, s := range steps {
 		g := p.get(s.path, append([]string{"X-Request-Id", stepID(i)}, s.hdr...)...)
@@ -227,18 +235,24 @@ func TestDownloadAuditLineMetricsAndTopRepos(t *testing.T) {
 		t.Errorf("another token: caller %v (first token %v), revision %v", other["caller"], warm["caller"], other["revision"])
 	}
 	refused := get(4)
-	if refused["outcome"] != "refused" || refused["repo"] != "blocked/x" || num(refused, "file_bytes") != 0 {
+	if _, ok := refused["commit"]; refused["outcome"] != "refused" || refused["repo"] != "blocked/x" || num(refused, "file_bytes") != 0 || ok {
 		t.Errorf("refused line: %v", refused)
 	}
 	if missing := get(5); missing["outcome"] != "not_found" || missing["status"] != float64(404) {
 		t.Errorf("missing line: %v", missing)
 	}
 	hashLine := get(6)
-	if hashLine["route"] != "download_hash" || hashLine["xet_hash"] != priv.XetHash.String() || hashLine["repo"] != "org/private" || num(hashLine, "file_bytes") != 5000 {
+	if hashLine["route"] != "download_hash" || hashLine["xet_hash"] != priv.XetHash.String() || hashLine["repo"] != "org/private" ||
+		hashLine["file"] != priv.XetHash.String() || num(hashLine, "file_bytes") != 5000 {
 		t.Errorf("download-hash line: %v", hashLine)
 	}
+	keyed := get(7)
+	if keyed["auth"] != "key" || keyed["caller"] != wantDigest(auditKey, proxyKey) ||
+		num(keyed, "file_bytes") != int64(len(plain)) || num(keyed, "upstream_bytes") != int64(len(plain)) || num(keyed, "cache_bytes") != 0 {
+		t.Errorf("keyed plain-file line: %v", keyed)
+	}
 	logs := p.logs.String()
-	for _, secret := range []string{readerTok, otherTok, auditKey} {
+	for _, secret := range []string{readerTok, otherTok, auditKey, proxyKey} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the log holds the secret %q", secret)
 		}
@@ -246,7 +260,7 @@ func TestDownloadAuditLineMetricsAndTopRepos(t *testing.T) {
 
 	// metrics by repo type and outcome, bytes by source
 	for sample, want := range map[string]float64{
-		`xetproxy_downloads_total{outcome="ok",repo_type="model"}`:        5,
+		`xetproxy_downloads_total{outcome="ok",repo_type="model"}`:        6,
 		`xetproxy_downloads_total{outcome="refused",repo_type="model"}`:   1,
 		`xetproxy_downloads_total{outcome="not_found",repo_type="model"}`: 1,
 	} {
@@ -260,13 +274,23 @@ func TestDownloadAuditLineMetricsAndTopRepos(t *testing.T) {
 	if got := p.metric(`xetproxy_download_bytes_total{repo_type="model",source="upstream"}`); got < float64(size) {
 		t.Errorf("upstream bytes metric %v, want at least %d", got, size)
 	}
+	var served, bySource float64
+	for _, r := range []string{"download", "download_hash", "resolve"} {
+		served += p.metric(`xetproxy_served_bytes_total{route="` + r + `"}`)
+	}
+	for _, src := range []string{"cache", "upstream"} {
+		bySource += p.metric(`xetproxy_download_bytes_total{repo_type="model",source="` + src + `"}`)
+	}
+	if served != bySource || served != float64(4*size+5000+int64(len(plain))) {
+		t.Errorf("download bytes by source sum to %v, served bytes of the download routes %v", bySource, served)
+	}
 	if metrics := p.get("/metrics").body; bytes.Contains(metrics, []byte("org/m")) || bytes.Contains(metrics, []byte(warm["caller"].(string))) {
 		t.Error("a repo name or a caller is in /metrics")
 	}
 
 	// top repos: org/m is public (an anonymous download of it sent bytes),
 	// org/private was only ever fetched with a token
-	if got := p.srv.TopRepos(10, false); len(got) != 1 || got[0] != (server.RepoBytes{Type: "model", Repo: auditedRepo, Bytes: 4 * size}) {
+	if got := p.srv.TopRepos(10, false); len(got) != 1 || got[0] != (server.RepoBytes{Type: "model", Repo: auditedRepo, Bytes: 4*size + int64(len(plain))}) {
 		t.Errorf("TopRepos(public) = %+v", got)
 	}
 	all := p.srv.TopRepos(10, true)

@@ -93,7 +93,8 @@ func TestRepoPolicyRefusesEveryRouteWithoutUpstream(t *testing.T) {
 		{"GET", "/api/spaces/org/s", ""},
 	}
 	for _, c := range refused {
-		for _, hdr := range [][]string{nil, {"Authorization", "Bearer " + readerToken}} {
+		// the refusal comes before credentials: a wrong key changes nothing
+		for _, hdr := range [][]string{nil, {"Authorization", "Bearer " + readerToken}, {"X-Proxy-Key", "wrong-key-wrong-key"}} {
 			res, body := f.send(c.method, c.path, c.body, hdr...)
 			if res.StatusCode != http.StatusForbidden || res.Header.Get("X-Error-Code") != "RepoNotAllowed" {
 				t.Errorf("%s %s (auth %v): %d %q, want 403 RepoNotAllowed", c.method, c.path, hdr != nil, res.StatusCode, res.Header.Get("X-Error-Code"))
@@ -203,9 +204,11 @@ func TestRepoPolicyFiltersListings(t *testing.T) {
 		t.Errorf("deny-list listing: %d %s", res.StatusCode, body)
 	}
 	// a dataset listing is judged as datasets: model globs do not let it through
-	res, body = get(func(c *Config) { c.Allow = []string{"model/*"} }, "/api/datasets")
-	if res.StatusCode != 200 || body != "[]" {
-		t.Errorf("dataset listing under a model allow-list: %d %s", res.StatusCode, body)
+	for _, l := range []string{"/api/datasets", "/api/spaces"} {
+		res, body = get(func(c *Config) { c.Allow = []string{"model/*"} }, l)
+		if res.StatusCode != 200 || body != "[]" {
+			t.Errorf("%s under a model allow-list: %d %s", l, res.StatusCode, body)
+		}
 	}
 	answer = `{"not":"a list"}`
 	if res, body := get(func(c *Config) { c.Allow = []string{"*"} }, "/api/models"); res.StatusCode != http.StatusBadGateway || strings.Contains(body, "not") {
