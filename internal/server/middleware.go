@@ -19,12 +19,14 @@ import (
 // access log and the metrics what they did without knowing about either.
 type reqInfo struct {
 	id     string
-	route  string   // bounded set of route names, used as a metric label
-	status int      // overrides the written status (499 when the client left)
-	err    error    // why the request failed, for the log line
-	quiet  bool     // log at debug (health checks, metrics scrapes)
-	dl     *dlAudit // set by the download routes: the line is "download" (audit.go)
+	route  string // bounded set of route names, used as a metric label
+	status int    // overrides the written status (499 when the client left)
+	err    error  // why the request failed, for the log line
+	quiet  bool   // log at debug (health checks, metrics scrapes)
 	served atomic.Int64
+
+	// dl is set by the download routes: the line is "download" (audit.go).
+	dl *dlAudit
 }
 
 type ctxKey struct{}
