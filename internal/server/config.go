@@ -76,6 +76,11 @@ type Config struct {
 	// revision; 0 asks upstream on every request.
 	AuthTTL time.Duration
 
+	// Allow and Deny are the repo policy globs (package policy); AuditKey
+	// keys the caller digest of the download log lines (env only).
+	Allow, Deny []string
+	AuditKey    string
+
 	envErrs []error // malformed environment values, reported by Validate
 }
 
@@ -152,6 +157,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	c.S3SecretAccessKey = strings.TrimSpace(getenv("AWS_SECRET_ACCESS_KEY"))
 	c.AuthTTL = c.envDuration("XETPROXY_AUTH_CACHE_TTL", env("XETPROXY_AUTH_CACHE_TTL", DefaultAuthTTL.String()))
 	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
+	c.registerPolicyFlags(fs, getenv)
 }
 
 // Engine is the configuration of the download engine of a server of c,
@@ -280,6 +286,9 @@ func (c *Config) Validate() error {
 			bad("s3: %v", err)
 		}
 	}
+	if err := c.validatePolicy(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -294,6 +303,7 @@ func (c *Config) Redacted() []any {
 		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
 		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
+		"allow", c.Allow, "deny", c.Deny, "audit_key_set", c.AuditKey != "",
 	}
 }
 

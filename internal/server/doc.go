@@ -30,7 +30,10 @@
 // middleware.go (request IDs, access log, headers every answer carries),
 // metrics.go, status.go (the status page at /), apiroutes.go (what /api
 // forwards), apiproxy.go (/api passthrough), download.go (the download
-// handler), server.go (dispatch, Serve and the drain).
+// handler), server.go (dispatch, Serve and the drain), repopolicy.go (the
+// --allow/--deny repo policy every route asks, listing filter), audit.go
+// (the download log line, per repo type metrics, caller digest, top repos
+// by bytes).
 // The download engine is built by package engineconf, from Config.Engine.
 // Subpackage sample generates the demo, benchmark and test content.
 //

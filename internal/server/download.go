@@ -43,11 +43,16 @@ func hubRepo(typ, id string) hub.Repo { return hub.Repo{Type: hub.RepoType(typ),
 
 // serveFile answers a download of ref (the /download and resolve routes).
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef, disposition string) {
+	dl, ok := s.beginDownload(w, r, ref.repoType, ref.repoID, ref.revision, ref.path, "")
+	if !ok {
+		return
+	}
 	token, _, aerr := s.auth.upstreamToken(r)
 	if aerr != nil {
 		writeError(w, r, aerr)
 		return
 	}
+	dl.tokenUsed = token != ""
 	d := s.newDownload(r)
 	defer d.cancel(nil)
 	meta, err := s.engine.Stat(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.path)
@@ -60,11 +65,16 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef,
 
 // serveHash answers /download-hash.
 func (s *Server) serveHash(w http.ResponseWriter, r *http.Request, ref *hashRef) {
+	dl, ok := s.beginDownload(w, r, ref.repoType, ref.repoID, ref.revision, ref.filename, ref.hash.String())
+	if !ok {
+		return
+	}
 	token, _, aerr := s.auth.upstreamToken(r)
 	if aerr != nil {
 		writeError(w, r, aerr)
 		return
 	}
+	dl.tokenUsed = token != ""
 	d := s.newDownload(r)
 	defer d.cancel(nil)
 	meta, err := s.statHash(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.hash)
@@ -104,6 +114,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, d *download, err e
 // deliver answers with the file described by meta: the representation
 // headers, the conditional requests and Range, then the bytes.
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, token string, meta *hub.FileMeta, name, disposition string) {
+	dl := downloadAudit(r)
+	if dl != nil {
+		dl.commit = meta.Commit
+	}
 	size := meta.Size
 	etag := quoteETag(meta.ETag)
 	h := w.Header()
@@ -196,6 +210,9 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	// trailers, to clients that accept them (TE: trailers). Those get a
 	// chunked body instead of Content-Length, as HTTP/1.1 requires.
 	src, _ := body.(proxy.SourceReporter)
+	if dl != nil {
+		dl.src = src
+	}
 	if src != nil && acceptsTrailers(r) {
 		h.Del("Content-Length")
 		h.Set("Trailer", trailerCacheBytes+", "+trailerSharedBytes)
@@ -208,7 +225,12 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	info := infoFrom(r.Context())
 	rc := http.NewResponseController(w)
 	var written int64
-	defer func() { s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written)) }()
+	defer func() {
+		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written))
+		if dl != nil {
+			dl.written = written
+		}
+	}()
 	for {
 		if n > 0 {
 			if n64 := int64(n); written+n64 > sp.length {

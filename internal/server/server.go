@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/policy"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -40,6 +42,8 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
+	audit   *auditor       // download log fields, metrics and top repos (audit.go)
 	active  activeRequests
 	handler http.Handler
 	started time.Time
@@ -82,9 +86,23 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	if s.policy, err = policy.New(s.cfg.Allow, s.cfg.Deny); err != nil {
+		return nil, err
+	}
+	s.api.policy = s.policy
+	s.audit = newAuditor(s.cfg.AuditKey, s.metrics)
 	// The status page's sources owned by other components; a nil one
 	// shows as unknown.
-	s.status = statusSources{}
+	s.status = statusSources{
+		topRepos: func(n int, includePrivate bool) []statusRepo {
+			top := s.TopRepos(n, includePrivate)
+			out := make([]statusRepo, len(top))
+			for i, r := range top {
+				out[i] = statusRepo(r)
+			}
+			return out
+		},
+	}
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }

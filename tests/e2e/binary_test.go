@@ -149,6 +149,8 @@ func TestServeConfigErrors(t *testing.T) {
 		{[]string{"--server-token-enabled"}, []string{"HF_TOKEN=hf_x"}, "API key"},
 		{[]string{"--hub-url", "ftp://x"}, nil, "hub-url"},
 		{nil, []string{"XETPROXY_MAX_DOWNLOADS=lots"}, "XETPROXY_MAX_DOWNLOADS"},
+		{nil, []string{"XETPROXY_ALLOW=model/ok/*,models/x"}, `allow: repo glob "models/x"`},
+		{[]string{"--deny", "model/[x"}, nil, `deny: repo glob "model/[x"`},
 	} {
 		cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
 		cmd.Env = append(os.Environ(), tc.env...)
