@@ -112,6 +112,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	if meta.Commit != "" {
 		h.Set("X-Repo-Commit", meta.Commit)
 	}
+	s.markOffline(h)
 	if isSHA256(meta.ETag) {
 		// what the Hub sends for LFS/Xet files; clients key their caches on it
 		h.Set("X-Linked-Etag", etag)

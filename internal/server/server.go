@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/metacache"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -30,17 +32,19 @@ type Options struct {
 
 // Server is the xetproxy HTTP server.
 type Server struct {
-	cfg     Config
-	engine  Engine
-	log     *slog.Logger
-	metrics *Metrics
-	version string
-	hub     *url.URL
-	auth    *authPolicy
-	adm     *admission
-	api     *apiProxy
-	active  activeRequests
-	handler http.Handler
+	cfg      Config
+	engine   Engine
+	log      *slog.Logger
+	metrics  *Metrics
+	version  string
+	hub      *url.URL
+	auth     *authPolicy
+	adm      *admission
+	api      *apiProxy
+	upstream *metacache.Health // upstream state, offline mode (offline.go)
+	meta     *metacache.Store  // metadata answers of the Hub
+	active   activeRequests
+	handler  http.Handler
 }
 
 // New builds a Server from opts.
@@ -72,6 +76,9 @@ func New(opts Options) (*Server, error) {
 	tr := opts.Transport
 	if tr == nil {
 		tr = s.metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), s.cfg.HubURL)
+	}
+	if s.engine, err = s.withMetaCache(s.engine); err != nil {
+		return nil, err
 	}
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
@@ -233,7 +240,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": why})
 		return
 	}
-	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+	status, reason := s.readyState()
+	body := map[string]string{"status": status}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	writeJSON(w, r, http.StatusOK, body)
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
