@@ -107,8 +107,11 @@ func (a *access) public(r hub.Repo) bool {
 }
 
 // needsProbe reports whether r's publicity is unknown or older than
-// revalidate.
+// revalidate (never when answers are revalidated every time).
 func (a *access) needsProbe(r hub.Repo) bool {
+	if a.revalidate <= 0 {
+		return false
+	}
 	p, ok := a.publicity(r)
 	return !ok || time.Since(p.Checked) >= a.revalidate
 }

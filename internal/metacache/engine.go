@@ -38,7 +38,8 @@ type Config struct {
 	Store  *Store
 	Health *Health
 	// Revalidate: answers about branches and tags are asked again after
-	// it (default DefaultRevalidate; commit ids are never asked again).
+	// it (0: every time; commit ids are never asked again). Repos are also
+	// probed for being public at most once per Revalidate (never with 0).
 	Revalidate time.Duration
 	// AuthTTL: an answer about a repo that is not public serves a token
 	// that got a positive answer for the repo within AuthTTL (0: never).
@@ -63,9 +64,6 @@ var _ Upstream = (*Engine)(nil)
 // NewEngine wraps next. If next implements CachedOpener, files are served
 // from the chunk cache while offline.
 func NewEngine(next Upstream, cfg Config) *Engine {
-	if cfg.Revalidate <= 0 {
-		cfg.Revalidate = DefaultRevalidate
-	}
 	if cfg.Store == nil {
 		cfg.Store, _ = NewStore(StoreConfig{})
 	}

@@ -583,7 +583,7 @@ func TestCacheConfig(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, []string{"--cache-dir", dir, "--cache-size", "0"}, "cache-size"},
+		{nil, []string{"--cache-dir", dir, "--cache-size", "-1"}, "cache-size"},
 		{nil, []string{"--cache-memory", "-1"}, "cache-memory"},
 		{nil, []string{"--auth-cache-ttl", "-1s"}, "auth-cache-ttl"},
 		{nil, []string{"--s3-path-style"}, "s3-bucket"},

@@ -79,7 +79,8 @@ type Config struct {
 	// Metadata cache and offline mode (offline.go): Revalidate is how long
 	// an answer about a branch or tag is used before it is asked again;
 	// Offline serves from the caches only; UpstreamGrace is how long the
-	// Hub may be unreachable before the server goes offline by itself.
+	// Hub may be unreachable before the server goes offline by itself
+	// (0 = DefaultUpstreamGrace).
 	Revalidate    time.Duration
 	Offline       bool
 	UpstreamGrace time.Duration

@@ -50,7 +50,7 @@ func (c *Config) registerOfflineFlags(fs *flag.FlagSet, env func(name, def strin
 	c.Offline = c.envBool("XETPROXY_OFFLINE", env("XETPROXY_OFFLINE", "false"))
 	fs.BoolVar(&c.Offline, "offline", c.Offline, "serve from the caches only, never asking the Hub (env XETPROXY_OFFLINE)")
 	c.UpstreamGrace = c.envDuration("XETPROXY_UPSTREAM_GRACE", env("XETPROXY_UPSTREAM_GRACE", DefaultUpstreamGrace.String()))
-	fs.DurationVar(&c.UpstreamGrace, "upstream-grace", c.UpstreamGrace, "go offline once the Hub has been unreachable this long (env XETPROXY_UPSTREAM_GRACE)")
+	fs.DurationVar(&c.UpstreamGrace, "upstream-grace", c.UpstreamGrace, "go offline once the Hub has been unreachable this long; 0 = the default (env XETPROXY_UPSTREAM_GRACE)")
 }
 
 func (c *Config) validateOffline(bad func(string, ...any)) {
@@ -85,7 +85,11 @@ func (s *Server) UpstreamState() UpstreamState {
 // offline mode: its store lives under the cache directory (meta/hub), or
 // in memory without one.
 func (s *Server) withMetaCache(eng Engine) (Engine, error) {
-	s.upstream = metacache.NewHealth(metacache.HealthConfig{Offline: s.cfg.Offline, Grace: s.cfg.UpstreamGrace})
+	grace := s.cfg.UpstreamGrace
+	if grace == 0 {
+		grace = DefaultUpstreamGrace
+	}
+	s.upstream = metacache.NewHealth(metacache.HealthConfig{Offline: s.cfg.Offline, Grace: grace})
 	dir := ""
 	if s.cfg.CacheDir != "" {
 		dir = filepath.Join(s.cfg.CacheDir, "meta", "hub")
