@@ -90,11 +90,18 @@ var ErrOffline = errors.New("upstream unreachable")
 // not know.
 type OfflineError struct {
 	Code    string
-	Message string
+	Message string // safe to show to the caller
+	Err     error  // the cause, for logs; nil if none
 }
 
-func (e *OfflineError) Error() string        { return e.Message }
+func (e *OfflineError) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
 func (e *OfflineError) Is(target error) bool { return target == ErrOffline }
+func (e *OfflineError) Unwrap() error        { return e.Err }
 
 func notCached(what string) error {
 	return &OfflineError{Code: CodeNotCachedOffline, Message: "the Hub is unreachable and " + what +
@@ -247,7 +254,7 @@ func (e *Engine) openCached(ctx context.Context, meta *hub.FileMeta, offset, len
 	rc, err := e.cached.OpenCached(ctx, meta, offset, length)
 	if errors.Is(err, proxy.ErrNotCached) {
 		return nil, &OfflineError{Code: CodeNotCachedOffline, Message: "the Hub is unreachable and " +
-			strings.TrimSpace(meta.Path) + " is not fully in the cache"}
+			strings.TrimSpace(meta.Path) + " is not fully in the cache", Err: err}
 	}
 	return rc, err
 }

@@ -59,11 +59,15 @@ func (e *Engine) keepTerms(s *stream) {
 	e.terms.Put(termsKey(s.file), b)
 }
 
+// storedURL stands for the presigned URLs of stored terms: a URL no HTTP
+// client can fetch (cachedOnly never fetches one; a plan needs one).
+const storedURL = "xetproxy-stored:"
+
 // mergeAnswers joins the answers of consecutive blocks that cover bytes
 // [0, size) of a file into one answer for all of it. A block that starts
 // inside a term repeats that term (with offset_into_first_range past its
-// start): it is kept once. URLs are dropped: they expire, and an answer
-// served from the store is only read from the cache.
+// start): it is kept once. URLs are replaced by storedURL: they expire,
+// and an answer served from the store is only read from the cache.
 func mergeAnswers(rs []*reconstruction.ResponseV2, size uint64) (*reconstruction.ResponseV2, error) {
 	out := &reconstruction.ResponseV2{Xorbs: map[merklehash.Hash][]reconstruction.XorbFetch{}}
 	if rs[0].OffsetIntoFirstRange != 0 {
@@ -84,7 +88,7 @@ func mergeAnswers(rs []*reconstruction.ResponseV2, size uint64) (*reconstruction
 		}
 		for x, fs := range r.Xorbs {
 			for _, f := range fs {
-				out.Xorbs[x] = append(out.Xorbs[x], reconstruction.XorbFetch{Ranges: f.Ranges})
+				out.Xorbs[x] = append(out.Xorbs[x], reconstruction.XorbFetch{URL: storedURL, Ranges: f.Ranges})
 			}
 		}
 	}

@@ -73,6 +73,7 @@ type cacheProxy struct {
 	t       *testing.T
 	url     string
 	eng     *proxy.Engine
+	srv     *server.Server
 	metrics *server.Metrics
 	stop    func()
 }
@@ -113,7 +114,7 @@ func startCacheProxy(t *testing.T, hubURL string, mod func(*server.Config)) *cac
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, metrics: metrics}
+	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, srv: srv, metrics: metrics}
 	var once sync.Once
 	p.stop = func() {
 		once.Do(func() {
