@@ -46,35 +46,47 @@ type Config struct {
 	AuthTTL time.Duration
 }
 
-// Engine decorates a download engine with the metadata store and offline
-// mode: resolves are answered from the store while fresh (and for anyone
-// only for public repos), and while offline files come from the chunk
-// cache alone. It implements Upstream itself.
-type Engine struct {
-	next   Upstream
-	cached CachedOpener // nil: nothing served offline
+// Cache is the metadata store with its access rules and the upstream
+// health, shared by the decorators it makes (Engine, Transport).
+type Cache struct {
 	store  *Store
 	health *Health
 	access *access
 	reval  time.Duration
 }
 
-var _ Upstream = (*Engine)(nil)
-
-// NewEngine wraps next. If next implements CachedOpener, files are served
-// from the chunk cache while offline.
-func NewEngine(next Upstream, cfg Config) *Engine {
+// New returns a Cache. A nil Store is a memory one; a nil Health is never
+// offline.
+func New(cfg Config) *Cache {
 	if cfg.Store == nil {
 		cfg.Store, _ = NewStore(StoreConfig{})
 	}
-	e := &Engine{next: next, store: cfg.Store, health: cfg.Health, reval: cfg.Revalidate,
+	return &Cache{store: cfg.Store, health: cfg.Health, reval: cfg.Revalidate,
 		access: newAccess(cfg.Store, cfg.AuthTTL, cfg.Revalidate)}
+}
+
+// Engine decorates a download engine with the metadata store and offline
+// mode: resolves are answered from the store while fresh (and for anyone
+// only for public repos), and while offline files come from the chunk
+// cache alone. It implements Upstream itself.
+type Engine struct {
+	*Cache
+	next   Upstream
+	cached CachedOpener // nil: nothing served offline
+}
+
+var _ Upstream = (*Engine)(nil)
+
+// Engine wraps next. If next implements CachedOpener, files are served
+// from the chunk cache while offline.
+func (c *Cache) Engine(next Upstream) *Engine {
+	e := &Engine{Cache: c, next: next}
 	e.cached, _ = next.(CachedOpener)
 	return e
 }
 
-// Health returns the upstream state the engine feeds.
-func (e *Engine) Health() *Health { return e.health }
+// Health returns the upstream state the decorators feed.
+func (c *Cache) Health() *Health { return c.health }
 
 // Codes of OfflineError.
 const (
@@ -163,7 +175,6 @@ func (e *Engine) Stat(ctx context.Context, token string, repo hub.Repo, revision
 		return e.meta(rec), nil
 	}
 	m, err := e.next.Stat(ctx, token, repo, revision, path)
-	e.health.Observe(err)
 	if err != nil {
 		if Unreachable(err) && e.cached != nil && e.health.Offline() {
 			if may {
@@ -229,9 +240,7 @@ func (e *Engine) StatHash(ctx context.Context, token string, repo hub.Repo, revi
 	if !e.health.TryUpstream() {
 		return nil, notCached("a lookup by Xet hash")
 	}
-	m, err := e.next.StatHash(ctx, token, repo, revision, h)
-	e.health.Observe(err)
-	return m, err
+	return e.next.StatHash(ctx, token, repo, revision, h)
 }
 
 // Open opens the file upstream, or from the chunk cache alone while
@@ -241,9 +250,6 @@ func (e *Engine) Open(ctx context.Context, token string, meta *hub.FileMeta, off
 		return e.openCached(ctx, meta, offset, length)
 	}
 	rc, err := e.next.Open(ctx, token, meta, offset, length)
-	if err == nil || !errors.Is(err, proxy.ErrRangeNotSatisfiable) {
-		e.health.Observe(err)
-	}
 	if err != nil && e.cached != nil && Unreachable(err) && e.health.Offline() {
 		return e.openCached(ctx, meta, offset, length)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"time"
@@ -111,8 +112,8 @@ func (h *Health) TryUpstream() bool {
 
 // Observe records the outcome of an upstream request: nil or an answer of
 // the Hub (even 404) means upstream is there; Unreachable errors count
-// towards going offline; anything else (the client going away) is
-// ignored.
+// towards going offline; anything else is ignored. Transport calls it for
+// every request it carries.
 func (h *Health) Observe(err error) {
 	if h == nil {
 		return
@@ -131,6 +132,34 @@ func (h *Health) Observe(err error) {
 		h.firstFail, h.lastOK = time.Time{}, now
 		h.mu.Unlock()
 	}
+}
+
+// Transport wraps next so that every request it carries upstream feeds
+// h: an answer (below 500) means upstream is there; a failure to connect,
+// a timeout or a 5xx counts towards going offline. Health learns only
+// from real traffic this way, never from answers a cache gave.
+func (h *Health) Transport(next http.RoundTripper) http.RoundTripper {
+	return observer{h: h, next: next}
+}
+
+type observer struct {
+	h    *Health
+	next http.RoundTripper
+}
+
+func (o observer) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := o.next.RoundTrip(req)
+	switch {
+	case err != nil:
+		if req.Context().Err() == nil { // not the caller going away
+			o.h.Observe(err)
+		}
+	case resp.StatusCode >= 500:
+		o.h.Observe(&hub.Error{Op: "request", URL: upstream.Redact(req.URL.String()), Status: resp.StatusCode})
+	default:
+		o.h.Observe(nil)
+	}
+	return resp, err
 }
 
 // State returns the current summary.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/engineconf"
+	"github.com/xetproxy/xetproxy/internal/metacache"
 )
 
 // Config is everything `xetproxy serve` can be told. Flags take their
@@ -86,6 +87,9 @@ type Config struct {
 	UpstreamGrace time.Duration
 
 	envErrs []error // malformed environment values, reported by Validate
+	// health is the upstream state of the server of this Config: Engine
+	// makes it (and puts it on the engine's transport), New adopts it.
+	health *metacache.Health
 }
 
 // Default values of the settings that have no environment variable.
@@ -170,9 +174,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 // counted), c.ReadAhead is the per-stream buffer and c.MaxBuffer the
 // engine-wide one.
 func (c *Config) Engine(transport http.RoundTripper, log *slog.Logger) engineconf.Config {
+	if transport == nil {
+		transport = engineconf.NewTransport()
+	}
 	return engineconf.Config{
 		HubURL:    c.HubURL,
-		Transport: transport,
+		Transport: c.upstreamHealth().Transport(transport),
 		ReadAhead: c.ReadAhead,
 		MaxBuffer: c.MaxBuffer,
 		AuthTTL:   c.AuthTTL,

@@ -82,14 +82,10 @@ func (s *Server) UpstreamState() UpstreamState {
 }
 
 // withMetaCache decorates the engine with the metadata cache and the
-// offline mode: its store lives under the cache directory (meta/hub), or
-// in memory without one.
+// offline mode (the /api transport gets the same cache in New): its store
+// lives under the cache directory (meta/hub), or in memory without one.
 func (s *Server) withMetaCache(eng Engine) (Engine, error) {
-	grace := s.cfg.UpstreamGrace
-	if grace == 0 {
-		grace = DefaultUpstreamGrace
-	}
-	s.upstream = metacache.NewHealth(metacache.HealthConfig{Offline: s.cfg.Offline, Grace: grace})
+	s.upstream = s.cfg.upstreamHealth()
 	dir := ""
 	if s.cfg.CacheDir != "" {
 		dir = filepath.Join(s.cfg.CacheDir, "meta", "hub")
@@ -98,10 +94,24 @@ func (s *Server) withMetaCache(eng Engine) (Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.meta = st
-	return metacache.NewEngine(eng, metacache.Config{
+	s.meta = metacache.New(metacache.Config{
 		Store: st, Health: s.upstream, Revalidate: s.cfg.Revalidate, AuthTTL: s.cfg.AuthTTL,
-	}), nil
+	})
+	return s.meta.Engine(eng), nil
+}
+
+// upstreamHealth is the upstream state of the server of c, made on first
+// use: by Engine (so that the engine's own upstream traffic feeds it) or
+// by New.
+func (c *Config) upstreamHealth() *metacache.Health {
+	if c.health == nil {
+		grace := c.UpstreamGrace
+		if grace == 0 {
+			grace = DefaultUpstreamGrace
+		}
+		c.health = metacache.NewHealth(metacache.HealthConfig{Offline: c.Offline, Grace: grace})
+	}
+	return c.health
 }
 
 // markOffline sets the offline header on an answer given while offline.

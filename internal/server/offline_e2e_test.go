@@ -79,9 +79,9 @@ func offlineRepos(t *testing.T, h *offlineHub) map[string][]byte {
 		}
 	}
 	files := map[string][]byte{
-		"/download/org/pub/a.safetensors":   cacheTestData(21, 3<<20+77),
-		"/download/org/pub/b.safetensors":   cacheTestData(22, 1<<20+5),
-		"/download/org/pub/c.safetensors":   cacheTestData(23, 2<<20+9),
+		"/download/org/pub/a.safetensors":  cacheTestData(21, 3<<20+77),
+		"/download/org/pub/b.safetensors":  cacheTestData(22, 1<<20+5),
+		"/download/org/pub/c.safetensors":  cacheTestData(23, 2<<20+9),
 		"/download/org/priv/p.safetensors": cacheTestData(24, 1<<20+11),
 	}
 	for p, data := range files {

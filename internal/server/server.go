@@ -42,7 +42,7 @@ type Server struct {
 	adm      *admission
 	api      *apiProxy
 	upstream *metacache.Health // upstream state, offline mode (offline.go)
-	meta     *metacache.Store  // metadata answers of the Hub
+	meta     *metacache.Cache  // metadata answers of the Hub
 	active   activeRequests
 	handler  http.Handler
 }
@@ -82,7 +82,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
-	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	s.api = newAPIProxy(hub, s.meta.Transport(s.upstream.Transport(tr)), s.auth, s.log)
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
