@@ -221,7 +221,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		nr := &apiRecord{Header: http.Header{}, Body: b, Checked: time.Now()}
 		for _, k := range keptHeaders {
 			if v := resp.Header.Values(k); len(v) > 0 {
-				nr.Header[k] = v
+				nr.Header[http.CanonicalHeaderKey(k)] = v
 			}
 		}
 		t.save(key, nr)

@@ -66,8 +66,8 @@ func errorCode(t *testing.T, g got) string {
 
 // offlineRepos sets up a public repo with three files and a private one
 // readable with token "hf_reader"; "hf_other" is a valid token of another
-// repo. It returns the contents by URL path.
-func offlineRepos(t *testing.T, h *offlineHub) map[string][]byte {
+// repo. It returns the contents and the Xet hashes by URL path.
+func offlineRepos(t *testing.T, h *offlineHub) (map[string][]byte, map[string]string) {
 	t.Helper()
 	for _, spec := range []fakehub.RepoSpec{
 		{ID: "org/pub"},
@@ -84,17 +84,19 @@ func offlineRepos(t *testing.T, h *offlineHub) map[string][]byte {
 		"/download/org/pub/c.safetensors":  cacheTestData(23, 2<<20+9),
 		"/download/org/priv/p.safetensors": cacheTestData(24, 1<<20+11),
 	}
+	hashes := map[string]string{}
 	for p, data := range files {
 		rest := strings.TrimPrefix(p, "/download/")
 		i := strings.LastIndexByte(rest, '/')
-		h.add(t, rest[:i], rest[i+1:], data)
+		f := h.add(t, rest[:i], rest[i+1:], data)
+		hashes[p] = f.XetHash.String()
 	}
-	return files
+	return files, hashes
 }
 
 func TestOfflineAfterTheHubStops(t *testing.T) {
 	h := newOfflineHub(t)
-	files := offlineRepos(t, h)
+	files, _ := offlineRepos(t, h)
 	dir := t.TempDir()
 	mod := func(c *server.Config) {
 		c.CacheDir = dir
@@ -178,7 +180,7 @@ func TestOfflineAfterTheHubStops(t *testing.T) {
 // caches with the Hub up, and sends it nothing.
 func TestOfflineFlagAsksNothing(t *testing.T) {
 	h := newOfflineHub(t)
-	files := offlineRepos(t, h)
+	files, xetHashes := offlineRepos(t, h)
 	dir := t.TempDir()
 	const a, b = "/download/org/pub/a.safetensors", "/download/org/pub/b.safetensors"
 	p := startCacheProxy(t, h.url, func(c *server.Config) { c.CacheDir = dir })
@@ -198,6 +200,10 @@ func TestOfflineFlagAsksNothing(t *testing.T) {
 	}
 	if g := p2.get(b); g.status != 503 || errorCode(t, g) != "NotCachedOffline" {
 		t.Errorf("--offline, not cached: %d %s", g.status, g.body)
+	}
+	// Lookups by Xet hash need the Hub's listing.
+	if g := p2.get("/download-hash/" + xetHashes[a] + "?repo=org/pub"); g.status != 503 || errorCode(t, g) != "NotCachedOffline" {
+		t.Errorf("--offline lookup by hash: %d %s", g.status, g.body)
 	}
 	rz := p2.get("/readyz")
 	if rz.status != 200 || !bytes.Contains(rz.body, []byte(`"status":"degraded"`)) || !bytes.Contains(rz.body, []byte("--offline")) {
@@ -361,5 +367,151 @@ func TestDefaultCacheDir(t *testing.T) {
 	})
 	if chunks == 0 || meta == 0 {
 		t.Errorf("under %s: %d chunk cache files, %d metadata files", want, chunks, meta)
+	}
+}
+
+// do sends method path with body and headers (key, value pairs).
+func (p *cacheProxy) do(method, path, body string, hdr ...string) got {
+	p.t.Helper()
+	req, err := http.NewRequest(method, p.url+path, strings.NewReader(body))
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return got{status: res.StatusCode, header: res.Header, body: b}
+}
+
+// TestAPICache: repo info, tree and paths-info answers are kept,
+// revalidated with If-None-Match after --revalidate, and served while the
+// Hub is gone to whoever may see them: public repos to anyone, others only
+// to a token the Hub answered within --auth-cache-ttl. A gated repo, whose
+// metadata anyone may list, is not public.
+func TestAPICache(t *testing.T) {
+	h := newOfflineHub(t)
+	offlineRepos(t, h)
+	if err := h.CreateRepo(fakehub.RepoSpec{ID: "org/gated", Gated: true, Readers: []string{"hf_reader"}}); err != nil {
+		t.Fatal(err)
+	}
+	h.add(t, "org/gated", "g.safetensors", cacheTestData(51, 1<<20))
+	const reval = 2 * time.Second
+	p := startCacheProxy(t, h.url, func(c *server.Config) {
+		c.UpstreamGrace = time.Nanosecond
+		c.AuthTTL = time.Hour
+		c.Revalidate = reval
+	})
+	const info, tree, paths = "/api/models/org/pub", "/api/models/org/pub/tree/main", "/api/models/org/pub/paths-info/main"
+	const pathsBody = `{"paths":["a.safetensors"],"expand":false}`
+	const privTree, gatedTree = "/api/models/org/priv/tree/main", "/api/models/org/gated/tree/main"
+	reader := []string{"Authorization", "Bearer hf_reader"}
+	online := map[string]got{}
+	for _, rq := range []struct {
+		method, path, body string
+		hdr                []string
+	}{
+		{"GET", info, "", nil}, {"GET", tree, "", nil}, {"POST", paths, pathsBody, nil},
+		{"GET", privTree, "", reader}, {"GET", "/api/models/org/gated", "", nil}, {"GET", gatedTree, "", nil},
+	} {
+		g := p.do(rq.method, rq.path, rq.body, rq.hdr...)
+		if g.status != 200 || bytes.Contains(g.body, []byte("xetHash")) || g.header.Get("X-Xetproxy-Offline") != "" {
+			t.Fatalf("online %s %s: %d %s", rq.method, rq.path, g.status, g.body)
+		}
+		online[rq.path] = g
+	}
+	stored := time.Now()
+	apiRequests := func() int64 { return h.Stats()[fakehub.ClassAPI].Requests }
+	waitAPI := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for apiRequests() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("api requests %d, want %d", apiRequests(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitAPI(6)
+	h.ResetStats()
+	g := p.get(tree)
+	if time.Since(stored) < reval {
+		time.Sleep(50 * time.Millisecond) // let a request fakehub might have had get counted
+		if n := apiRequests(); n != 0 || !bytes.Equal(g.body, online[tree].body) {
+			t.Errorf("within --revalidate: %d requests upstream", n)
+		}
+	}
+	// After --revalidate: one conditional request, answered 304 (no body).
+	time.Sleep(time.Until(stored.Add(reval + 50*time.Millisecond)))
+	h.ResetStats()
+	if g := p.get(tree); g.status != 200 || !bytes.Equal(g.body, online[tree].body) {
+		t.Fatalf("revalidated tree: %d", g.status)
+	}
+	waitAPI(1)
+	if st := h.Stats()[fakehub.ClassAPI]; st.Requests != 1 || st.BytesOut != 0 {
+		t.Errorf("revalidation: %+v, want one request answered without a body (304)", st)
+	}
+
+	h.ts.Close()
+	if g := p.get("/api/models/org/pub/tree/main/sub"); g.status != 503 || errorCode(t, g) != "NotCachedOffline" {
+		t.Errorf("uncached listing offline: %d %s", g.status, g.body)
+	}
+	for _, rq := range []struct {
+		method, path, body string
+		hdr                []string
+		want               int
+	}{
+		{"GET", info, "", nil, 200},
+		{"GET", tree, "", nil, 200},
+		{"POST", paths, pathsBody, nil, 200},
+		{"GET", privTree, "", reader, 200},
+		{"GET", privTree, "", nil, 503},
+		{"GET", privTree, "", []string{"Authorization", "Bearer hf_other"}, 503},
+		{"GET", gatedTree, "", nil, 503},
+		{"GET", "/api/models/org/pub/refs", "", nil, 503}, // not a stored read
+	} {
+		g := p.do(rq.method, rq.path, rq.body, rq.hdr...)
+		if g.status != rq.want {
+			t.Errorf("offline %s %s %v: %d %s", rq.method, rq.path, rq.hdr, g.status, g.body)
+			continue
+		}
+		if rq.want == 200 && (!bytes.Equal(g.body, online[rq.path].body) || g.header.Get("X-Xetproxy-Offline") != "1") {
+			t.Errorf("offline %s %s: %s %v", rq.method, rq.path, g.body, g.header)
+		}
+	}
+}
+
+// TestOfflinePublicFromProbe: a repo read only with a token is known to be
+// public from one request without credentials, so its files serve anyone
+// offline.
+func TestOfflinePublicFromProbe(t *testing.T) {
+	h := newOfflineHub(t)
+	files, _ := offlineRepos(t, h)
+	const a = "/download/org/pub/a.safetensors"
+	p := startCacheProxy(t, h.url, func(c *server.Config) {
+		c.UpstreamGrace = time.Nanosecond
+		c.Revalidate = time.Hour
+	})
+	if g := p.get(a, "Authorization", "Bearer hf_other"); g.status != 200 {
+		t.Fatalf("download with a token: %d", g.status)
+	}
+	p.flush()
+	h.ts.Close()
+	if g := p.get("/download/org/pub/b.safetensors"); g.status != 503 {
+		t.Fatalf("uncached file offline: %d", g.status) // and the server is offline now
+	}
+	if g := p.get(a); g.status != 200 || !bytes.Equal(g.body, files[a]) || g.header.Get("X-Xetproxy-Offline") != "1" {
+		t.Errorf("anonymous, offline, a public file read with a token: %d %s", g.status, g.body[:min(len(g.body), 200)])
 	}
 }
