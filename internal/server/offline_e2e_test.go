@@ -20,8 +20,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/server"
 )
 
@@ -513,5 +515,75 @@ func TestOfflinePublicFromProbe(t *testing.T) {
 	}
 	if g := p.get(a); g.status != 200 || !bytes.Equal(g.body, files[a]) || g.header.Get("X-Xetproxy-Offline") != "1" {
 		t.Errorf("anonymous, offline, a public file read with a token: %d %s", g.status, g.body[:min(len(g.body), 200)])
+	}
+}
+
+// TestOfflineWholeFileStillVerified: offline, a whole-file read is still
+// held back until its Xet hash checks. The disk cache is rewritten the way
+// someone with write access could (a byte flipped, hashes and checksums
+// recomputed) and the manifests deleted, so that only the file hash can
+// catch it: the download must never end cleanly.
+func TestOfflineWholeFileStillVerified(t *testing.T) {
+	h := newOfflineHub(t)
+	files, _ := offlineRepos(t, h)
+	const a = "/download/org/pub/a.safetensors"
+	dir := t.TempDir()
+	p := startCacheProxy(t, h.url, func(c *server.Config) { c.CacheDir = dir })
+	if g := p.get(a); g.status != 200 {
+		t.Fatalf("online download: %d", g.status)
+	}
+	p.flush()
+	p.stop()
+
+	ctx := context.Background()
+	scan, err := cache.ScanDir(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range scan.Manifests {
+		if err := os.Remove(m.Path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := cache.NewDisk(cache.DiskConfig{Dir: dir, MaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := 0
+	for _, f := range scan.Entries {
+		ent, err := d.Get(ctx, f.Key.Xorb, f.Key.Start, f.Key.End)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fe := &cache.Entry{Xorb: ent.Xorb, Start: ent.Start, End: ent.End, Offsets: ent.Offsets, Data: bytes.Clone(ent.Data)}
+		fe.Data[len(fe.Data)/2] ^= 0x40
+		for i := fe.Start; i < fe.End; i++ {
+			fe.Hashes = append(fe.Hashes, merklehash.ChunkHash(fe.Chunk(i)))
+		}
+		if err := d.Delete(ctx, f.Key.Xorb, f.Key.Start, f.Key.End); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Put(ctx, fe); err != nil {
+			t.Fatal(err)
+		}
+		forged++
+	}
+	if forged == 0 || len(scan.Manifests) == 0 {
+		t.Fatalf("premise: %d entries rewritten, %d manifests deleted", forged, len(scan.Manifests))
+	}
+
+	p2 := startCacheProxy(t, h.url, func(c *server.Config) { c.CacheDir = dir; c.Offline = true })
+	res, err := http.Get(p2.url + a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, rerr := io.ReadAll(res.Body)
+	res.Body.Close()
+	t.Logf("offline read of the rewritten file: %d, %d bytes, %v, %s", res.StatusCode, len(body), rerr, res.Header.Get("X-Error-Code"))
+	if res.StatusCode == 200 && rerr == nil {
+		t.Fatalf("a rewritten file ended cleanly offline (%d bytes, right: %v)", len(body), bytes.Equal(body, files[a]))
+	}
+	if bytes.Equal(body, files[a]) {
+		t.Fatal("premise: the rewritten cache served the right bytes")
 	}
 }
