@@ -112,7 +112,7 @@ func runDemo(ctx context.Context, e env, listen, hubListen string, weightsSize i
 // demoCacheDir is the disk chunk cache of the demo: $XETPROXY_CACHE_DIR,
 // else the user's cache directory, as for serve.
 func demoCacheDir() string {
-	if d, ok := os.LookupEnv("XETPROXY_CACHE_DIR"); ok {
+	if d := os.Getenv("XETPROXY_CACHE_DIR"); d != "" {
 		return d
 	}
 	return server.DefaultCacheDir(os.Getenv)

@@ -49,6 +49,7 @@ func TestConfigCacheDirDefault(t *testing.T) {
 		{map[string]string{"XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"}, nil, "/x/cache/xetproxy"},
 		{map[string]string{"HOME": "/home/u"}, nil, "/home/u/.cache/xetproxy"},
 		{map[string]string{"HOME": "/home/u", "XETPROXY_CACHE_DIR": "/srv/c"}, nil, "/srv/c"},
+		{map[string]string{"HOME": "/home/u", "XETPROXY_CACHE_DIR": ""}, nil, "/home/u/.cache/xetproxy"},
 		{map[string]string{"HOME": "/home/u"}, []string{"--cache-dir", ""}, ""},
 		{map[string]string{"HOME": "/home/u"}, []string{"--cache-dir", "/d"}, "/d"},
 		{map[string]string{"XETPROXY_OFFLINE": "true", "XETPROXY_REVALIDATE": "1m", "XETPROXY_UPSTREAM_GRACE": "2s"}, nil, ""},
