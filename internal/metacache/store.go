@@ -46,8 +46,14 @@ type Store struct {
 	ll     list.List // of *memItem, front = most recent
 	mem    map[string]*list.Element
 	memSz  int64
-	files  map[string]int64 // file name -> size
+	files  map[string]diskFile // by file name
+	seq    uint64              // numbers writes, oldest first
 	diskSz int64
+}
+
+type diskFile struct {
+	size int64
+	seq  uint64 // order of writing (at open: of modification time)
 }
 
 type memItem struct {
@@ -64,7 +70,7 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	if cfg.DiskBytes == 0 {
 		cfg.DiskBytes = DefaultDiskBytes
 	}
-	s := &Store{cfg: cfg, log: cfg.Logger, mem: map[string]*list.Element{}, files: map[string]int64{}}
+	s := &Store{cfg: cfg, log: cfg.Logger, mem: map[string]*list.Element{}, files: map[string]diskFile{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -97,15 +103,12 @@ func NewStore(cfg StoreConfig) (*Store, error) {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].mtime.Before(all[j].mtime) })
 	for _, f := range all {
-		s.files[f.name] = f.size
+		s.seq++
+		s.files[f.name] = diskFile{f.size, s.seq}
 		s.diskSz += f.size
 	}
-	names := make([]string, len(all))
-	for i, f := range all {
-		names[i] = f.name
-	}
 	s.mu.Lock()
-	drop := s.evictDiskLocked("", names)
+	drop := s.evictDiskLocked()
 	s.mu.Unlock()
 	s.remove(drop)
 	return s, nil
@@ -166,10 +169,10 @@ func (s *Store) Put(key string, v []byte) {
 	}
 	size := int64(len(key) + 1 + len(v))
 	s.mu.Lock()
-	s.diskSz += size - s.files[name]
-	delete(s.files, name) // re-added as the newest
-	s.files[name] = size
-	drop := s.evictDiskLocked(name, nil)
+	s.diskSz += size - s.files[name].size
+	s.seq++
+	s.files[name] = diskFile{size, s.seq}
+	drop := s.evictDiskLocked()
 	s.mu.Unlock()
 	s.remove(drop)
 }
@@ -191,30 +194,25 @@ func (s *Store) putMemLocked(key string, v []byte) {
 	}
 }
 
-// evictDiskLocked picks files to remove until the directory is at 90 %
-// of DiskBytes: in the given order (oldest first, at open), else in any
-// order but keep (the file just written).
-func (s *Store) evictDiskLocked(keep string, order []string) []string {
+// evictDiskLocked picks the oldest files to remove until the directory
+// is at 90 % of DiskBytes, once it is past DiskBytes.
+func (s *Store) evictDiskLocked() []string {
 	if s.diskSz <= s.cfg.DiskBytes {
 		return nil
 	}
-	if order == nil {
-		for n := range s.files {
-			if n != keep {
-				order = append(order, n)
-			}
-		}
+	order := make([]string, 0, len(s.files))
+	for n := range s.files {
+		order = append(order, n)
 	}
+	sort.Slice(order, func(i, j int) bool { return s.files[order[i]].seq < s.files[order[j]].seq })
 	var drop []string
 	for _, n := range order {
 		if s.diskSz <= s.cfg.DiskBytes*9/10 {
 			break
 		}
-		if sz, ok := s.files[n]; ok {
-			s.diskSz -= sz
-			delete(s.files, n)
-			drop = append(drop, n)
-		}
+		s.diskSz -= s.files[n].size
+		delete(s.files, n)
+		drop = append(drop, n)
 	}
 	return drop
 }

@@ -63,8 +63,12 @@ func TestStoreBounds(t *testing.T) {
 	if total > 10000 || len(ents) == 0 {
 		t.Errorf("disk: %d bytes in %d files, bound 10000", total, len(ents))
 	}
-	if _, ok := s.Get("key 49"); !ok {
-		t.Error("the newest value is gone")
+	s4, _ := NewStore(StoreConfig{Dir: dir, MemoryBytes: 5000, DiskBytes: 10000})
+	if _, ok := s4.Get("key 49"); !ok {
+		t.Error("the newest value is gone from the disk")
+	}
+	if _, ok := s4.Get("key 0"); ok {
+		t.Error("the oldest value is still on the disk")
 	}
 
 	// At open, the oldest files go first.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,6 +56,9 @@ func (e *Engine) keepTerms(s *stream) {
 	b, err := json.Marshal(r)
 	if err != nil {
 		return
+	}
+	if old, ok := e.terms.Get(termsKey(s.file)); ok && bytes.Equal(old, b) {
+		return // a file's terms rarely change: spare the store a write per download
 	}
 	e.terms.Put(termsKey(s.file), b)
 }
