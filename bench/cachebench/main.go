@@ -183,7 +183,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	}
 
 	// cold without any cache, for comparison (what bench/proxy.sh measures)
-	p, err := startProxy(bin, hubURL)
+	p, err := startProxy(bin, hubURL, "--cache-dir", "")
 	if err != nil {
 		return err
 	}

@@ -290,7 +290,9 @@ func startProxy(bin, hubURL string) (*proxyProc, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn")
+	// --cache-dir "": every byte from upstream, as measured before the
+	// disk cache was on by default.
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn", "--cache-dir", "")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
