@@ -28,9 +28,11 @@ type Upstream interface {
 }
 
 // CachedOpener serves a file from the chunk cache alone
-// (*proxy.Engine.OpenCached); proxy.ErrNotCached when it cannot.
+// (*proxy.Engine.OpenCached, CheckCached); proxy.ErrNotCached when it
+// cannot.
 type CachedOpener interface {
 	OpenCached(ctx context.Context, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error)
+	CheckCached(ctx context.Context, meta *hub.FileMeta) error
 }
 
 // Config configures an Engine (and a Transport).
@@ -254,6 +256,23 @@ func (e *Engine) Open(ctx context.Context, token string, meta *hub.FileMeta, off
 		return e.openCached(ctx, meta, offset, length)
 	}
 	return rc, err
+}
+
+// CheckOffline reports, while offline, whether the whole file meta
+// describes can be served from the chunk cache: nil, or an *OfflineError.
+// Online it is nil. For HEAD, which answers without opening the file.
+func (e *Engine) CheckOffline(ctx context.Context, meta *hub.FileMeta) error {
+	if e.cached == nil || !e.health.Offline() {
+		return nil
+	}
+	if err := e.cached.CheckCached(ctx, meta); err != nil {
+		if errors.Is(err, proxy.ErrNotCached) {
+			return &OfflineError{Code: CodeNotCachedOffline, Message: "the Hub is unreachable and " +
+				strings.TrimSpace(meta.Path) + " is not fully in the cache", Err: err}
+		}
+		return err
+	}
+	return nil
 }
 
 func (e *Engine) openCached(ctx context.Context, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error) {

@@ -153,15 +153,10 @@ func (e *Engine) OpenCached(ctx context.Context, meta *hub.FileMeta, offset, len
 		}
 		return io.NopCloser(emptyReader{}), nil
 	}
-	b, ok := e.terms.Get(termsKey(*meta.XetHash))
-	if !ok {
-		return nil, fmt.Errorf("xet file %s: no stored terms: %w", meta.XetHash, ErrNotCached)
+	plans, err := e.storedPlans(meta)
+	if err != nil {
+		return nil, err
 	}
-	var all reconstruction.ResponseV2
-	if err := json.Unmarshal(b, &all); err != nil {
-		return nil, fmt.Errorf("xet file %s: stored terms unreadable: %w", meta.XetHash, ErrNotCached)
-	}
-	plans := func(rng reconstruction.ByteRange) (*reconstruction.ResponseV2, error) { return cutAnswer(&all, rng) }
 	if err := e.checkCached(ctx, plans, uint64(offset), uint64(offset+length), whole); err != nil {
 		return nil, err
 	}
@@ -175,6 +170,37 @@ func (e *Engine) OpenCached(ctx context.Context, meta *hub.FileMeta, offset, len
 	}
 	s.g.Go(func() error { return s.schedule(first) })
 	return s, nil
+}
+
+// storedPlans returns the reconstruction answers of meta's file cut from
+// its stored terms.
+func (e *Engine) storedPlans(meta *hub.FileMeta) (func(reconstruction.ByteRange) (*reconstruction.ResponseV2, error), error) {
+	b, ok := e.terms.Get(termsKey(*meta.XetHash))
+	if !ok {
+		return nil, fmt.Errorf("xet file %s: no stored terms: %w", meta.XetHash, ErrNotCached)
+	}
+	var all reconstruction.ResponseV2
+	if err := json.Unmarshal(b, &all); err != nil {
+		return nil, fmt.Errorf("xet file %s: stored terms unreadable: %w", meta.XetHash, ErrNotCached)
+	}
+	return func(rng reconstruction.ByteRange) (*reconstruction.ResponseV2, error) { return cutAnswer(&all, rng) }, nil
+}
+
+// CheckCached reports whether OpenCached could serve the whole file meta
+// describes: nil, or an error wrapping ErrNotCached. (It reads the entries
+// to find them, as OpenCached does before it serves.)
+func (e *Engine) CheckCached(ctx context.Context, meta *hub.FileMeta) error {
+	if meta.XetHash == nil || e.cache == nil || e.terms == nil {
+		return fmt.Errorf("%s: %w", meta.Path, ErrNotCached)
+	}
+	if meta.Size <= 0 {
+		return nil
+	}
+	plans, err := e.storedPlans(meta)
+	if err != nil {
+		return err
+	}
+	return e.checkCached(ctx, plans, 0, uint64(meta.Size), true)
 }
 
 // checkCached reports ErrNotCached unless every segment of every fetch of

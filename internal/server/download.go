@@ -147,6 +147,12 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		}
 	}
 	h.Set("Content-Length", itoa(sp.length))
+	if r.Method == http.MethodHead {
+		if err := s.checkOffline(d.ctx, meta); err != nil {
+			s.fail(w, r, d, err)
+			return
+		}
+	}
 	if r.Method == http.MethodHead || sp.length == 0 {
 		d.timer.Stop()
 		w.WriteHeader(status)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/metacache"
 )
 
@@ -119,6 +121,17 @@ func (s *Server) markOffline(h http.Header) {
 	if s.upstream.Offline() {
 		h.Set(headerOffline, "1")
 	}
+}
+
+// checkOffline answers a HEAD while offline as the GET would: 503 for a
+// file not fully in the cache (clients HEAD before they GET).
+func (s *Server) checkOffline(ctx context.Context, meta *hub.FileMeta) error {
+	if c, ok := s.engine.(interface {
+		CheckOffline(context.Context, *hub.FileMeta) error
+	}); ok {
+		return c.CheckOffline(ctx, meta)
+	}
+	return nil
 }
 
 // readyState is what /readyz says besides admission: "degraded" (still

@@ -143,6 +143,13 @@ func TestOfflineAfterTheHubStops(t *testing.T) {
 			t.Errorf("%s: %d %s", tc.name, g.status, g.body)
 		}
 	}
+	// Clients HEAD before they GET: the HEAD says what the GET would.
+	for path, want := range map[string]int{a: 200, c: 503} {
+		res, err := http.Head(p.url + path)
+		if err != nil || res.StatusCode != want || res.Header.Get("X-Xetproxy-Offline") != "1" {
+			t.Errorf("offline HEAD %s: %v %v, want %d", path, res, err, want)
+		}
+	}
 	g := p.get(a)
 	if g.status != 200 || !bytes.Equal(g.body, files[a]) {
 		t.Fatalf("offline download: %d, %d bytes: %s", g.status, len(g.body), g.body[:min(len(g.body), 300)])
