@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/engineconf"
+	"github.com/xetproxy/xetproxy/internal/metacache"
 )
 
 // Config is everything `xetproxy serve` can be told. Flags take their
@@ -80,8 +81,19 @@ type Config struct {
 	// keys the caller digest of the download log lines (env only).
 	Allow, Deny []string
 	AuditKey    string
+	// Metadata cache and offline mode (offline.go): Revalidate is how long
+	// an answer about a branch or tag is used before it is asked again;
+	// Offline serves from the caches only; UpstreamGrace is how long the
+	// Hub may be unreachable before the server goes offline by itself
+	// (0 = DefaultUpstreamGrace).
+	Revalidate    time.Duration
+	Offline       bool
+	UpstreamGrace time.Duration
 
 	envErrs []error // malformed environment values, reported by Validate
+	// health is the upstream state of the server of this Config: Engine
+	// makes it (and puts it on the engine's transport), New adopts it.
+	health *metacache.Health
 }
 
 // Default values of the settings that have no environment variable.
@@ -140,9 +152,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "deadline for the first upstream step of a download (resolve, token, first bytes); past it 504")
 	c.StallTimeout = DefaultStallTimeout
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", c.StallTimeout, "drop a client that accepts no byte for this long")
-	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", ""), "disk chunk cache directory; empty = no disk cache (env XETPROXY_CACHE_DIR)")
-	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "10GiB"))
-	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity (env XETPROXY_CACHE_SIZE)")
+	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", DefaultCacheDir(getenv)), "disk chunk cache directory; --cache-dir \"\" = no disk cache (env XETPROXY_CACHE_DIR)")
+	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "0"))
+	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity; 0 = min(10GiB, half the free space at start) (env XETPROXY_CACHE_SIZE)")
 	c.CacheMemory = c.envSize("XETPROXY_CACHE_MEMORY", env("XETPROXY_CACHE_MEMORY", "0"))
 	fs.Var((*sizeFlag)(&c.CacheMemory), "cache-memory", "in-process chunk cache in front of the others, e.g. 512MiB; 0 = none (env XETPROXY_CACHE_MEMORY)")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", env("XETPROXY_S3_ENDPOINT", ""), "shared S3/R2 cache tier endpoint (env XETPROXY_S3_ENDPOINT)")
@@ -158,6 +170,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	c.AuthTTL = c.envDuration("XETPROXY_AUTH_CACHE_TTL", env("XETPROXY_AUTH_CACHE_TTL", DefaultAuthTTL.String()))
 	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
 	c.registerPolicyFlags(fs, getenv)
+	c.registerOfflineFlags(fs, env)
 }
 
 // Engine is the configuration of the download engine of a server of c,
@@ -166,9 +179,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 // counted), c.ReadAhead is the per-stream buffer and c.MaxBuffer the
 // engine-wide one.
 func (c *Config) Engine(transport http.RoundTripper, log *slog.Logger) engineconf.Config {
+	if transport == nil {
+		transport = engineconf.NewTransport()
+	}
 	return engineconf.Config{
 		HubURL:    c.HubURL,
-		Transport: transport,
+		Transport: c.upstreamHealth().Transport(transport),
 		ReadAhead: c.ReadAhead,
 		MaxBuffer: c.MaxBuffer,
 		AuthTTL:   c.AuthTTL,
@@ -269,9 +285,7 @@ func (c *Config) Validate() error {
 	if c.CacheSize < 0 {
 		bad("cache-size must not be negative")
 	}
-	if c.CacheDir != "" && c.CacheSize == 0 {
-		bad("cache-size must be positive with --cache-dir (or leave --cache-dir empty for no disk cache)")
-	}
+	c.validateOffline(bad)
 	if c.CacheMemory < 0 || c.S3Queue < 0 {
 		bad("cache-memory and s3-queue must not be negative")
 	}
@@ -304,6 +318,7 @@ func (c *Config) Redacted() []any {
 		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
 		"allow", c.Allow, "deny", c.Deny, "audit_key_set", c.AuditKey != "",
+		"revalidate", c.Revalidate.String(), "offline", c.Offline, "upstream_grace", c.UpstreamGrace.String(),
 	}
 }
 

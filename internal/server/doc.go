@@ -37,6 +37,13 @@
 // The download engine is built by package engineconf, from Config.Engine.
 // Subpackage sample generates the demo, benchmark and test content.
 //
+// Metadata cache and offline mode (offline.go): New wraps the engine and
+// the /api transport with package metacache (stored resolves and API
+// answers, revalidation, offline answers from the caches), and
+// Config.Engine puts the upstream health watcher on the engine's
+// transport. Offline answers carry X-Xetproxy-Offline: 1; /readyz says
+// "degraded"; UpstreamState reports it.
+//
 // Shutdown: Serve stops accepting on context cancellation, /readyz turns
 // 503, in-flight requests run to completion within the drain deadline;
 // those still running then are cut and logged before Serve returns.

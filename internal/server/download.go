@@ -126,6 +126,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	if meta.Commit != "" {
 		h.Set("X-Repo-Commit", meta.Commit)
 	}
+	s.markOffline(h)
 	if isSHA256(meta.ETag) {
 		// what the Hub sends for LFS/Xet files; clients key their caches on it
 		h.Set("X-Linked-Etag", etag)
@@ -160,6 +161,12 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		}
 	}
 	h.Set("Content-Length", itoa(sp.length))
+	if r.Method == http.MethodHead {
+		if err := s.checkOffline(d.ctx, meta); err != nil {
+			s.fail(w, r, d, err)
+			return
+		}
+	}
 	if r.Method == http.MethodHead || sp.length == 0 {
 		d.timer.Stop()
 		w.WriteHeader(status)

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/metacache"
 	"github.com/xetproxy/xetproxy/internal/policy"
 )
 
@@ -50,6 +51,9 @@ type Server struct {
 	status  statusSources // inputs of the status page (status.go)
 	// listenAddr is the address Serve listens on, for the status page.
 	listenAddr atomic.Pointer[string]
+	upstream   *metacache.Health // upstream state, offline mode (offline.go)
+	base       Engine            // the engine under the metadata cache: its cache counters
+	meta       *metacache.Cache  // metadata answers of the Hub
 }
 
 // New builds a Server from opts.
@@ -83,9 +87,13 @@ func New(opts Options) (*Server, error) {
 	if tr == nil {
 		tr = s.metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), s.cfg.HubURL)
 	}
+	s.base = s.engine
+	if s.engine, err = s.withMetaCache(s.engine); err != nil {
+		return nil, err
+	}
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
-	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	s.api = newAPIProxy(hub, s.meta.Transport(s.upstream.Transport(tr)), s.auth, s.log)
 	if s.policy, err = policy.New(s.cfg.Allow, s.cfg.Deny); err != nil {
 		return nil, err
 	}
@@ -101,6 +109,10 @@ func New(opts Options) (*Server, error) {
 				out[i] = statusRepo(r)
 			}
 			return out
+		},
+		upstream: func() statusUpstream {
+			u := s.UpstreamState()
+			return statusUpstream{Known: true, Offline: u.Offline, Since: u.Since, LastOK: u.LastOK, LastError: u.LastError}
 		},
 	}
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
@@ -260,7 +272,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": why})
 		return
 	}
-	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+	status, reason := s.readyState()
+	body := map[string]string{"status": status}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	writeJSON(w, r, http.StatusOK, body)
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {

@@ -189,7 +189,7 @@ func (s *Server) statusSnapshot(keyed bool) statusSnapshot {
 			}
 		}
 	}
-	if e, ok := s.engine.(cacheReporter); ok {
+	if e, ok := s.base.(cacheReporter); ok {
 		snap.Cache = engineCacheStatus(e)
 	}
 	if f := s.status.topRepos; f != nil {

@@ -63,7 +63,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	ln.Close()
 	var stderr syncBuffer
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--drain-timeout", "60s", "--log-format", "json", "--read-ahead", "1MiB")
-	cmd.Env = append(os.Environ(), "HF_TOKEN=", "XETPROXY_API_KEYS=")
+	cmd.Env = append(os.Environ(), "HF_TOKEN=", "XETPROXY_API_KEYS=", "XETPROXY_CACHE_DIR="+t.TempDir())
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -153,7 +153,7 @@ func TestServeConfigErrors(t *testing.T) {
 		{[]string{"--deny", "model/[x"}, nil, `deny: repo glob "model/[x"`},
 	} {
 		cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
-		cmd.Env = append(os.Environ(), tc.env...)
+		cmd.Env = append(os.Environ(), append(tc.env, "XETPROXY_CACHE_DIR="+t.TempDir())...)
 		out, err := cmd.CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {
