@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/warm"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -40,6 +42,7 @@ type Server struct {
 	adm     *admission
 	api     *apiProxy
 	active  activeRequests
+	warm    *warm.Manager
 	handler http.Handler
 }
 
@@ -76,6 +79,7 @@ func New(opts Options) (*Server, error) {
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
 	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	s.warm = s.newWarmManager()
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
@@ -151,6 +155,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Handler().ServeHTTP(w, r)
 	case p == "/" || p == "/index.html":
 		s.usage(w, r)
+	case p == "/admin/warm":
+		s.adminWarm(w, r)
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/download/"):
@@ -299,6 +305,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	case serveErr = <-errc:
 	}
 	s.adm.setDraining()
+	s.stopWarm()
 	s.log.Info("draining", "in_flight", s.adm.inFlight(), "deadline", s.cfg.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
@@ -322,6 +329,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		scancel()
 	}
 	wg.Wait()
+	s.waitWarm()
 	if serveErr != nil {
 		return serveErr
 	}
