@@ -490,3 +490,180 @@ func TestWarmAttachesToTheRunningJob(t *testing.T) {
 		t.Errorf("%d reconstruction queries, want 1", r)
 	}
 }
+
+// A file whose chunk upstream keeps corrupting fails (after one more
+// try), the others are warmed, and the job ends failed; nothing of the
+// bad file reaches the cache.
+func TestWarmReportsAFileThatFailsVerification(t *testing.T) {
+	h := newWarmHub(t)
+	h.CreateRepo(fakehub.RepoSpec{ID: "org/m"})
+	good := cacheTestData(6, 600000)
+	badData := cacheTestData(7, 900000)
+	h.add(t, "org/m", "good.bin", good, fakehub.StorageXet)
+	bad := h.add(t, "org/m", "bad.bin", badData, fakehub.StorageXet)
+	c, err := h.CorruptChunk(bad.XetHash, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Decodes {
+		t.Fatal("premise: the corruption should decode, so that only the file hash catches it")
+	}
+	p := startWarmProxy(t, h.ts.URL, nil)
+	a := p.post(map[string]any{"repo": "org/m", "include": []string{"*.bin"}}, "X-Proxy-Key", warmKey)
+	end := a.last()
+	if a.status != 200 || end.Event != warm.EventJobDone || end.Job.State != warm.StateFailed ||
+		end.Job.FilesFailed != 1 || end.Job.FilesDone != 1 || !strings.Contains(end.Job.Error, "1 of 2 files failed") {
+		t.Fatalf("warm: %d %+v", a.status, end.Job)
+	}
+	files := a.files()
+	if ev := files["bad.bin"]; ev.Event != warm.EventFileFailed || ev.Code != "IntegrityError" || ev.Status != http.StatusBadGateway || ev.Error == "" {
+		t.Errorf("bad.bin: %+v", ev)
+	}
+	if ev := files["good.bin"]; ev.Event != warm.EventFileDone || ev.Result != warm.ResultWarmed {
+		t.Errorf("good.bin: %+v", ev)
+	}
+	if !strings.Contains(p.log.String(), "trying the file once more") {
+		t.Error("the bad file was not tried a second time")
+	}
+	// healed upstream, the bad file downloads right: nothing wrong was kept
+	c.Heal()
+	if code, b := p.get("/download/org/m/bad.bin"); code != 200 || !bytes.Equal(b, badData) {
+		t.Fatalf("download after heal: %d, equal %v", code, bytes.Equal(b, badData))
+	}
+}
+
+// The Hub answers 401 RepoNotFound to anonymous callers (it does not say
+// whether a private repo exists): the job keeps its status and code.
+func TestWarmUnknownRepoFails(t *testing.T) {
+	h := newWarmHub(t)
+	p := startWarmProxy(t, h.ts.URL, nil)
+	a := p.post(map[string]any{"repo": "org/nope"}, "X-Proxy-Key", warmKey)
+	end := a.last()
+	if a.status != 200 || end.Event != warm.EventJobDone || end.Job.State != warm.StateFailed ||
+		end.Job.ErrorCode != "RepoNotFound" || end.Job.Error == "" ||
+		(end.Job.ErrorStatus != http.StatusNotFound && end.Job.ErrorStatus != http.StatusUnauthorized) {
+		t.Fatalf("warm of an unknown repo: %d %+v", a.status, end.Job)
+	}
+}
+
+func TestWarmBadRequests(t *testing.T) {
+	h := newWarmHub(t)
+	p := startWarmProxy(t, h.ts.URL, nil)
+	for _, c := range []struct {
+		body any
+		code string
+	}{
+		{map[string]any{}, "MissingRepo"},
+		{map[string]any{"repo": "a/b/c"}, "InvalidRepo"},
+		{map[string]any{"repo": "org/../x"}, "InvalidRepo"},
+		{map[string]any{"repo": "org/m", "repo_type": "book"}, "InvalidRepoType"},
+		{map[string]any{"repo": "org/m", "revision": "a/../b"}, "InvalidRevision"},
+		{map[string]any{"repo": "org/m", "include": []string{"[x"}}, "InvalidWarmRequest"},
+		{map[string]any{"repo": "org/m", "unknown": 1}, "InvalidBody"},
+		{"not an object", "InvalidBody"},
+	} {
+		a := p.post(c.body, "X-Proxy-Key", warmKey)
+		if a.status != http.StatusBadRequest || !strings.Contains(string(a.body), c.code) {
+			t.Errorf("%v: %d %s, want 400 %s", c.body, a.status, a.body, c.code)
+		}
+	}
+	if n := h.Stats().Total().Requests; n != 0 {
+		t.Errorf("bad requests reached upstream: %+v", h.Stats())
+	}
+	noCache := startWarmProxy(t, h.ts.URL, func(c *server.Config) { c.CacheDir = "" })
+	if a := noCache.post(map[string]any{"repo": "org/m"}, "X-Proxy-Key", warmKey); a.status != http.StatusConflict || !strings.Contains(string(a.body), "NoCache") {
+		t.Errorf("server without cache: %d %s", a.status, a.body)
+	}
+}
+
+// The caller's Hub token reads a private repo upstream and appears in no
+// log line; without it, the key alone (no server token) is anonymous and
+// cannot read the repo.
+func TestWarmForwardsTheCallersTokenAndNeverLogsIt(t *testing.T) {
+	h := newWarmHub(t)
+	if err := h.CreateRepo(fakehub.RepoSpec{ID: "org/private", Private: true, Readers: []string{warmToken}}); err != nil {
+		t.Fatal(err)
+	}
+	data := cacheTestData(8, 700000)
+	h.add(t, "org/private", "w.bin", data, fakehub.StorageXet)
+	p := startWarmProxy(t, h.ts.URL, nil)
+
+	anon := p.post(map[string]any{"repo": "org/private"}, "X-Proxy-Key", warmKey)
+	if end := anon.last(); end.Job == nil || end.Job.State != warm.StateFailed || end.Job.ErrorStatus == 0 || end.Job.ErrorStatus >= 500 {
+		t.Fatalf("anonymous warm of a private repo: %+v", end.Job)
+	}
+	a := p.post(map[string]any{"repo": "org/private"}, "X-Proxy-Key", warmKey, "Authorization", "Bearer "+warmToken)
+	if end := a.last(); a.status != 200 || end.Job == nil || end.Job.State != warm.StateDone || end.Job.FilesDone != 1 {
+		t.Fatalf("warm with the reader's token: %d %+v", a.status, end.Job)
+	}
+	// the token went upstream
+	authed := 0
+	for _, r := range h.Requests() {
+		if r.Class == fakehub.ClassAPI && r.HasAuth {
+			authed++
+		}
+	}
+	if authed == 0 {
+		t.Fatal("no listing carried the caller's token upstream")
+	}
+	p.stop()
+	logs := p.log.String()
+	if !strings.Contains(logs, "warm job started") || !strings.Contains(logs, "warm job ended") {
+		t.Fatalf("premise: the jobs were logged:\n%s", logs)
+	}
+	if strings.Contains(logs, warmToken) || strings.Contains(logs, warmKey) {
+		t.Fatalf("a credential is in the log:\n%s", logs)
+	}
+	for _, j := range p.srv.WarmJobs() {
+		b, _ := json.Marshal(j)
+		if strings.Contains(string(b), warmToken) {
+			t.Fatalf("the token is in a job status: %s", b)
+		}
+	}
+}
+
+// Shutdown cancels a running job: its followers see job_done
+// "cancelled" and Serve drains cleanly.
+func TestWarmStopsOnShutdown(t *testing.T) {
+	h := newWarmHub(t)
+	h.CreateRepo(fakehub.RepoSpec{ID: "org/m"})
+	h.add(t, "org/m", "w.bin", cacheTestData(9, 2<<20), fakehub.StorageXet)
+	p := startWarmProxy(t, h.ts.URL, nil)
+	h.ResetStats()
+	h.SetLatency(fakehub.ClassXorb, time.Minute)
+	defer h.SetLatency(fakehub.ClassXorb, 0)
+
+	b, _ := json.Marshal(map[string]any{"repo": "org/m"})
+	req, _ := http.NewRequest(http.MethodPost, p.url+"/admin/warm", bytes.NewReader(b))
+	req.Header.Set("X-Proxy-Key", warmKey)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	waitFor(t, "the job's reconstruction query", func() bool { return h.class(fakehub.ClassReconstruction).Requests > 0 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.stop() }()
+	var last warm.Event
+	dec := json.NewDecoder(res.Body)
+	for {
+		var ev warm.Event
+		if err := dec.Decode(&ev); err != nil {
+			break
+		}
+		last = ev
+	}
+	if last.Event != warm.EventJobDone || last.Job.State != warm.StateCancelled {
+		t.Fatalf("last event %+v", last)
+	}
+	// the cache fill the job started runs detached, as for downloads: let
+	// it end so that the engine closes
+	h.SetLatency(fakehub.ClassXorb, 0)
+	h.ts.CloseClientConnections()
+	if err := <-stopped; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if jobs := p.srv.WarmJobs(); len(jobs) != 1 || jobs[0].State != warm.StateCancelled {
+		t.Fatalf("jobs after shutdown %+v", jobs)
+	}
+}
