@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -665,5 +666,91 @@ func TestWarmStopsOnShutdown(t *testing.T) {
 	}
 	if jobs := p.srv.WarmJobs(); len(jobs) != 1 || jobs[0].State != warm.StateCancelled {
 		t.Fatalf("jobs after shutdown %+v", jobs)
+	}
+}
+
+// metricValue reads one sample of the server's /metrics.
+func (p *warmProxy) metricValue(sample string) float64 {
+	p.t.Helper()
+	_, b := p.get("/metrics")
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				p.t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	p.t.Fatalf("no sample %s", sample)
+	return 0
+}
+
+// A job reads four files at a time, each holding a download slot like a
+// download does.
+func TestWarmReadsFourFilesAtATimeInDownloadSlots(t *testing.T) {
+	h := newWarmHub(t)
+	h.CreateRepo(fakehub.RepoSpec{ID: "org/m"})
+	for i := range 8 {
+		h.add(t, "org/m", fmt.Sprintf("w%d.bin", i), cacheTestData(uint64(20+i), 300000), fakehub.StorageXet)
+	}
+	p := startWarmProxy(t, h.ts.URL, nil)
+	const inFlight = "xetproxy_downloads_in_flight"
+	h.SetLatency(fakehub.ClassXorb, time.Minute)
+	a := p.post(map[string]any{"repo": "org/m", "detach": true}, "X-Proxy-Key", warmKey)
+	if a.status != http.StatusAccepted {
+		t.Fatalf("warm: %d %s", a.status, a.body)
+	}
+	waitFor(t, "four files in flight", func() bool { return p.metricValue(inFlight) == 4 })
+	// sample the slots in use until the job ends: never more than four
+	stop := make(chan struct{})
+	peak := make(chan float64)
+	go func() {
+		m := 0.0
+		for {
+			select {
+			case <-stop:
+				peak <- m
+				return
+			default:
+			}
+			m = max(m, p.metricValue(inFlight))
+		}
+	}()
+	h.SetLatency(fakehub.ClassXorb, 0)
+	h.ts.CloseClientConnections()
+	waitFor(t, "the job to end", func() bool {
+		j := p.srv.WarmJobs()
+		return len(j) == 1 && j[0].Finished != nil
+	})
+	close(stop)
+	if m := <-peak; m > 4 {
+		t.Fatalf("%v files read at once", m)
+	}
+	if j := p.srv.WarmJobs()[0]; j.State != warm.StateDone || j.FilesDone != 8 {
+		t.Fatalf("job %+v", j)
+	}
+	if v := p.metricValue(inFlight); v != 0 {
+		t.Fatalf("%v slots still held after the job", v)
+	}
+}
+
+// With --server-token-enabled, a key holder without a token of its own
+// warms with the server's token, as its downloads would.
+func TestWarmUsesTheServerTokenForKeyHolders(t *testing.T) {
+	h := newWarmHub(t)
+	if err := h.CreateRepo(fakehub.RepoSpec{ID: "org/private", Private: true, Readers: []string{warmToken}}); err != nil {
+		t.Fatal(err)
+	}
+	h.add(t, "org/private", "w.bin", cacheTestData(10, 300000), fakehub.StorageXet)
+	p := startWarmProxy(t, h.ts.URL, func(c *server.Config) {
+		c.ServerTokenEnabled, c.ServerToken = true, warmToken
+	})
+	a := p.post(map[string]any{"repo": "org/private"}, "Authorization", "Bearer "+warmKey)
+	if end := a.last(); a.status != 200 || end.Job == nil || end.Job.State != warm.StateDone || end.Job.FilesDone != 1 {
+		t.Fatalf("warm with the server token: %d %+v", a.status, end.Job)
+	}
+	if strings.Contains(p.log.String(), warmToken) {
+		t.Fatal("the server token is in the log")
 	}
 }
