@@ -754,3 +754,39 @@ func TestWarmUsesTheServerTokenForKeyHolders(t *testing.T) {
 		t.Fatal("the server token is in the log")
 	}
 }
+
+// A caller that hangs up does not stop the job.
+func TestWarmGoesOnWhenTheCallerLeaves(t *testing.T) {
+	h := newWarmHub(t)
+	h.CreateRepo(fakehub.RepoSpec{ID: "org/m"})
+	data := cacheTestData(11, 1<<20)
+	h.add(t, "org/m", "w.bin", data, fakehub.StorageXet)
+	p := startWarmProxy(t, h.ts.URL, nil)
+	h.SetLatency(fakehub.ClassXorb, time.Minute)
+	b, _ := json.Marshal(map[string]any{"repo": "org/m"})
+	req, _ := http.NewRequest(http.MethodPost, p.url+"/admin/warm", bytes.NewReader(b))
+	req.Header.Set("X-Proxy-Key", warmKey)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev warm.Event
+	if err := json.NewDecoder(res.Body).Decode(&ev); err != nil || ev.Event != warm.EventJob {
+		t.Fatalf("first event %+v: %v", ev, err)
+	}
+	res.Body.Close() // hang up
+	waitFor(t, "the request to end", func() bool { return strings.Contains(p.log.String(), "route=admin_warm status=499") })
+	h.SetLatency(fakehub.ClassXorb, 0)
+	h.ts.CloseClientConnections()
+	waitFor(t, "the job to end", func() bool {
+		j := p.srv.WarmJobs()
+		return len(j) == 1 && j[0].Finished != nil
+	})
+	if j := p.srv.WarmJobs()[0]; j.ID != ev.Job.ID || j.State != warm.StateDone || j.FilesDone != 1 {
+		t.Fatalf("job %+v", j)
+	}
+	h.ResetStats()
+	if code, got := p.get("/download/org/m/w.bin"); code != 200 || !bytes.Equal(got, data) || h.class(fakehub.ClassXorb).Requests != 0 {
+		t.Fatalf("download after the job: %d, %d xorb requests", code, h.class(fakehub.ClassXorb).Requests)
+	}
+}
