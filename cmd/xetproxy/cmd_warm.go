@@ -38,8 +38,9 @@ is never printed or logged. Without it the server uses its own token if it
 allows that for API key holders, else none.
 
 Exit status: 0 every selected Xet file is cached, 1 other failure, 2 bad
-command line or request, 3 repo, revision or file not found, 4 the key or
-the token was refused, 5 upstream failure, 6 a file failed verification.
+command line or request, 3 repo or revision not found or no file
+selected, 4 the key or the token was refused, 5 upstream failure, 6 a
+file failed verification.
 `
 
 func warmCommand() command {
@@ -329,10 +330,14 @@ func (r *warmRenderer) result(st *warm.Status) int {
 			st.State, st.FilesDone, st.FilesTotal-st.FilesSkipped, st.FilesCached, st.FilesSkipped, st.FilesFailed,
 			dlBytes(st.BytesDone), dlBytes(st.BytesUpstream))
 	}
-	switch st.State {
-	case warm.StateDone:
+	switch {
+	case st.State == warm.StateDone && st.FilesTotal == 0:
+		// most likely a glob that does not say what was meant
+		fmt.Fprintf(r.e.stderr, "xetproxy warm: no file of %s@%s matches the selection\n", repoName(*st), st.Revision)
+		return exitNotFound
+	case st.State == warm.StateDone:
 		return exitOK
-	case warm.StateCancelled:
+	case st.State == warm.StateCancelled:
 		fmt.Fprintf(r.e.stderr, "xetproxy warm: job %s was cancelled: the server is shutting down\n", st.ID)
 		return exitError
 	}

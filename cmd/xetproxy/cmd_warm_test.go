@@ -141,6 +141,9 @@ func TestWarmCommandFailures(t *testing.T) {
 		t.Errorf("after heal: exit %d\n%s\n%s", code, out, errOut)
 	}
 
+	if code, _, errOut := runCmd(t, "warm", "--server", srv, "--api-key", warmTestKey, "--include", "*.gguf", "org/m"); code != exitNotFound || !strings.Contains(errOut, "no file of org/m@main matches") {
+		t.Errorf("empty selection: exit %d\n%s", code, errOut)
+	}
 	if code, _, errOut := runCmd(t, "warm", "--server", srv, "--api-key", "wrong-key-0123456789", "org/m"); code != exitAuth || !strings.Contains(errOut, "InvalidProxyKey") {
 		t.Errorf("wrong key: exit %d\n%s", code, errOut)
 	}
