@@ -790,3 +790,59 @@ func TestWarmGoesOnWhenTheCallerLeaves(t *testing.T) {
 		t.Fatalf("download after the job: %d, %d xorb requests", code, h.class(fakehub.ClassXorb).Requests)
 	}
 }
+
+// A Hub (or a mirror in front of it) whose listing leaves xetHash out:
+// LFS files are resolved to learn whether they are Xet, files kept in git
+// are skipped.
+func TestWarmResolvesLFSFilesListedWithoutXetHash(t *testing.T) {
+	h := newWarmHub(t)
+	h.CreateRepo(fakehub.RepoSpec{ID: "org/m"})
+	data := cacheTestData(12, 400000)
+	h.add(t, "org/m", "w.bin", data, fakehub.StorageXet)
+	h.add(t, "org/m", "config.json", []byte(`{"a":1}`), fakehub.StoragePlain)
+	stripped := 0
+	var mu sync.Mutex
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.Contains(r.URL.Path, "/tree/") {
+			h.Hub.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		h.Hub.ServeHTTP(rec, r)
+		var entries []map[string]any
+		if err := json.Unmarshal(rec.Body.Bytes(), &entries); err != nil {
+			t.Errorf("tree answer: %v", err)
+		}
+		for _, e := range entries {
+			if _, ok := e["xetHash"]; ok {
+				mu.Lock()
+				stripped++
+				mu.Unlock()
+				delete(e, "xetHash")
+			}
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		json.NewEncoder(w).Encode(entries)
+	}))
+	t.Cleanup(front.Close)
+	h.SetPublicURL(front.URL)
+	p := startWarmProxy(t, front.URL, nil)
+	a := p.post(map[string]any{"repo": "org/m", "include": []string{"w.bin", "config.json"}}, "X-Proxy-Key", warmKey)
+	mu.Lock()
+	n := stripped
+	mu.Unlock()
+	if n == 0 {
+		t.Fatal("premise: the listing had xetHash fields to strip")
+	}
+	end := a.last()
+	if end.Job == nil || end.Job.State != warm.StateDone || end.Job.FilesDone != 1 || end.Job.FilesSkipped != 1 || end.Job.BytesTotal != int64(len(data)) {
+		t.Fatalf("warm: %d %+v", a.status, end.Job)
+	}
+	if ev := a.files()["w.bin"]; ev.Event != warm.EventFileDone || ev.Result != warm.ResultWarmed {
+		t.Fatalf("w.bin: %+v", ev)
+	}
+}

@@ -11,8 +11,9 @@
 //	run(job):
 //	    list the repo recursively (the caller's upstream token); select files:
 //	        (no include or any include matches) and no exclude matches
-//	    files the Hub does not list as Xet -> skipped (the chunk cache holds
-//	        Xet chunks only)
+//	    files kept in git (no xetHash, no LFS pointer) -> skipped (the chunk
+//	        cache holds Xet chunks only); an LFS file listed without its
+//	        xetHash is resolved, and skipped if that says it is not Xet
 //	    Config.Files workers per job, each file:
 //	        take one of Config.Files server-wide slots, then Admit (the
 //	        server's download slots and read-ahead budget)

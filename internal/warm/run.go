@@ -101,22 +101,27 @@ func (m *Manager) list(ctx context.Context, j *Job) ([]hub.Entry, error) {
 	j.st.State = StateRunning
 	j.st.FilesTotal = len(sel)
 	for _, e := range sel {
-		if e.XetHash == nil {
-			continue
+		if mayBeXet(e) {
+			xet = append(xet, e)
+			j.st.BytesTotal += e.Size
 		}
-		xet = append(xet, e)
-		j.st.BytesTotal += e.Size
 	}
 	st := j.statusLocked()
 	j.emitLocked(Event{Event: EventListed, Job: &st})
 	for _, e := range sel {
-		if e.XetHash == nil {
+		if !mayBeXet(e) {
 			j.st.FilesSkipped++
 			j.emitLocked(Event{Event: EventFileSkipped, Path: e.Path, Size: e.Size, Reason: notXet})
 		}
 	}
 	return xet, nil
 }
+
+// mayBeXet reports whether a listed file may be stored in Xet: the
+// listing says so (xetHash), or it is an LFS file whose xetHash the
+// listing left out (a mirror that strips it); resolving it tells.
+// Files stored in git are not.
+func mayBeXet(e hub.Entry) bool { return e.XetHash != nil || e.LFS != nil }
 
 // warmFile reads one file whole through the engine.
 func (m *Manager) warmFile(ctx context.Context, j *Job, e hub.Entry) {
@@ -134,7 +139,7 @@ func (m *Manager) warmFile(ctx context.Context, j *Job, e hub.Entry) {
 		return
 	}
 	if meta.XetHash == nil {
-		// listed as Xet, resolved as something else (a new commit)
+		// an LFS file not in Xet, or one changed by a new commit
 		j.mu.Lock()
 		j.st.FilesSkipped++
 		j.st.BytesTotal -= e.Size
