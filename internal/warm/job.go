@@ -99,6 +99,7 @@ type Job struct {
 	changed  chan struct{} // closed and replaced at each event
 	inflight map[*fileRun]struct{}
 	done     chan struct{}
+	initial  Status // as created: what a follower from the start sees first
 }
 
 // fileRun is a file being read.
@@ -114,12 +115,12 @@ func newJob(id, key string, req Request) *Job {
 	if typ == "" {
 		typ = "model"
 	}
+	st := Status{
+		ID: id, RepoType: typ, Repo: req.Repo.ID, Revision: req.Revision,
+		Include: req.Include, Exclude: req.Exclude, State: StateListing, Started: time.Now().UTC(),
+	}
 	return &Job{
-		id: id, key: key, req: req,
-		st: Status{
-			ID: id, RepoType: typ, Repo: req.Repo.ID, Revision: req.Revision,
-			Include: req.Include, Exclude: req.Exclude, State: StateListing, Started: time.Now().UTC(),
-		},
+		id: id, key: key, req: req, st: st, initial: st,
 		changed:  make(chan struct{}),
 		inflight: make(map[*fileRun]struct{}),
 		done:     make(chan struct{}),
@@ -174,14 +175,22 @@ func (j *Job) emit(ev Event) {
 	j.emitLocked(ev)
 }
 
-// Follow calls fn with a snapshot of the job (event "job", Attached as
-// given), then with every later event up to and including "job_done", in
-// order. It returns nil after job_done, fn's error, or ctx's.
+// Follow calls fn with the job (event "job") and then with its events up
+// to and including "job_done", in order. The one who started the job
+// (attached false) gets the job as created and every event from the
+// first; one who attached gets a snapshot of the job now and the events
+// after it. It returns nil after job_done, fn's error, or ctx's.
 func (j *Job) Follow(ctx context.Context, attached bool, fn func(Event) error) error {
 	j.mu.Lock()
 	st := j.statusLocked()
-	seq, ch := j.next, j.changed
+	seq := j.next
 	ended := st.Finished != nil
+	if !attached {
+		// the job ran from Start on: replay it from its first event
+		st = j.initial
+		st.Include, st.Exclude = slices.Clone(st.Include), slices.Clone(st.Exclude)
+		seq, ended = 0, false
+	}
 	j.mu.Unlock()
 	if err := fn(Event{Event: EventJob, Job: &st, Attached: attached}); err != nil {
 		return err
@@ -191,11 +200,6 @@ func (j *Job) Follow(ctx context.Context, attached bool, fn func(Event) error) e
 	}
 	var batch []Event
 	for {
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
 		j.mu.Lock()
 		batch = batch[:0]
 		if oldest := j.next - min(j.next, ringSize); seq < oldest {
@@ -205,7 +209,7 @@ func (j *Job) Follow(ctx context.Context, attached bool, fn func(Event) error) e
 		for ; seq < j.next; seq++ {
 			batch = append(batch, j.ring[seq%ringSize])
 		}
-		ch = j.changed
+		ch := j.changed
 		j.mu.Unlock()
 		for _, ev := range batch {
 			if err := fn(ev); err != nil {
@@ -214,6 +218,11 @@ func (j *Job) Follow(ctx context.Context, attached bool, fn func(Event) error) e
 			if ev.Event == EventJobDone {
 				return nil
 			}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
