@@ -9,6 +9,7 @@
 //	GET|HEAD /[datasets/|spaces/]{repo}/resolve/{rev}/{path...}   drop-in HF_ENDPOINT mirror
 //	GET|HEAD|POST /api/...                         the read routes of apiroutes.go, proxied to the Hub
 //	                                               with Xet metadata removed; everything else 403/405
+//	GET|POST /admin/warm                           cache-warming jobs (warm.go, package warm); proxy API key only
 //
 // A download runs in two phases. Before the status line: route parsing,
 // auth policy, metadata (Engine.Stat), conditional requests and Range, the
@@ -22,7 +23,8 @@
 // Glossary: "upstream token" is the Hub credential a request uses: the
 // caller's own bearer token, or the server's HF_TOKEN when that is enabled
 // and the caller presented a proxy API key, or none. It lives in the request
-// only; it is never logged, put in an error or metric, or stored.
+// only (or in a warm job while it runs); it is never logged, put in an
+// error or metric, or stored.
 //
 // Files: config.go (flags/env, Validate), httpsem.go (Range, conditionals,
 // representation headers, pure), errors.go + errors_upstream.go (the one

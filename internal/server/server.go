@@ -17,6 +17,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/metacache"
 	"github.com/xetproxy/xetproxy/internal/policy"
+	"github.com/xetproxy/xetproxy/internal/warm"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -46,6 +47,7 @@ type Server struct {
 	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
 	audit   *auditor       // download log fields, metrics and top repos (audit.go)
 	active  activeRequests
+	warm    *warm.Manager
 	handler http.Handler
 	started time.Time
 	status  statusSources // inputs of the status page (status.go)
@@ -110,11 +112,21 @@ func New(opts Options) (*Server, error) {
 			}
 			return out
 		},
+		warmJobs: func() []statusJob {
+			jobs := s.WarmJobs()
+			out := make([]statusJob, len(jobs))
+			for i, j := range jobs {
+				out[i] = statusJob{ID: j.ID, Type: j.RepoType, Repo: j.Repo, Revision: j.Revision, State: j.State,
+					FilesDone: j.FilesDone, FilesTotal: j.FilesTotal, Bytes: j.BytesDone}
+			}
+			return out
+		},
 		upstream: func() statusUpstream {
 			u := s.UpstreamState()
 			return statusUpstream{Known: true, Offline: u.Offline, Since: u.Since, LastOK: u.LastOK, LastError: u.LastError}
 		},
 	}
+	s.warm = s.newWarmManager()
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
@@ -190,6 +202,8 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.metrics.Handler().ServeHTTP(w, r)
 	case p == "/" || p == "/index.html":
 		s.serveStatus(w, r)
+	case p == "/admin/warm":
+		s.adminWarm(w, r)
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
 	case strings.HasPrefix(p, "/download/"):
@@ -345,6 +359,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	case serveErr = <-errc:
 	}
 	s.adm.setDraining()
+	s.stopWarm()
 	s.log.Info("draining", "in_flight", s.adm.inFlight(), "deadline", s.cfg.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
@@ -368,6 +383,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		scancel()
 	}
 	wg.Wait()
+	s.waitWarm()
 	if serveErr != nil {
 		return serveErr
 	}
