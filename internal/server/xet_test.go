@@ -391,6 +391,17 @@ func TestXetTokenRoute(t *testing.T) {
 	if a := f.do("GET", f.ts.URL+"/api/models/org/pub/xet-read-token/main", "Authorization", "Bearer "+readerToken); a.status != 200 {
 		t.Errorf("repo-qualified route: %d", a.status)
 	}
+	// a revision with slashes, encoded (xet-core) or raw (huggingface_hub)
+	if err := f.fh.CreateBranch("org/pub", "refs/pr/7", "main"); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []string{"refs%2Fpr%2F7", "refs/pr/7"} {
+		a, tb := f.token("models/org/pub", rev)
+		at, err := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+		if a.status != 200 || err != nil || at.Revision != "refs/pr/7" || at.RepoID != "org/pub" || at.RepoType != "model" {
+			t.Errorf("revision %s: %d %+v %v", rev, a.status, at, err)
+		}
+	}
 	// writes stay refused whoever asks
 	for _, hdr := range [][]string{nil, bearer(readerToken), {"X-Proxy-Key", proxyKey}} {
 		a := f.do("GET", f.ts.URL+"/api/models/org/pub/xet-write-token/main", hdr...)
