@@ -232,6 +232,9 @@ func (xr *xorbReader) Read(p []byte) (int, error) {
 		}
 		if len(xr.pending) == 0 {
 			if err := xr.advance(); err != nil {
+				if err == io.EOF { // the chunks ended before the window did
+					err = xr.integrity(errors.New("fewer bytes than the range served"))
+				}
 				xr.err = err
 				return 0, err
 			}

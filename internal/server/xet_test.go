@@ -611,6 +611,22 @@ func TestXetXorbTickets(t *testing.T) {
 			t.Errorf("%s: %d %s", name, a.status, a.body)
 		}
 	}
+	// a ticket whose served range promises more than its chunks hold (only
+	// a bug could seal one) ends in a cut connection, never a short answer
+	long := *tk
+	long.Ranges = append([]castoken.Range(nil), tk.Ranges...)
+	long.Ranges[0].Served.End += 100
+	req, _ := http.NewRequest("GET", f.ts.URL+"/cas/xorbs/"+x.String()+"?t="+f.sealer.SealTicket(&long), nil)
+	req.Header.Set("Range", span(long.Ranges[0].Served.Start, long.Ranges[0].Served.End))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil && resp.StatusCode == 206 && uint64(len(b)) == long.Ranges[0].Served.Len() {
+			t.Error("a range longer than its chunks was answered whole")
+		} else if resp.StatusCode != 206 {
+			t.Errorf("long range: %d", resp.StatusCode)
+		}
+	}
 	// the URL never carries an Authorization and needs none; a CAS token
 	// does not stand in for the ticket
 	if a := f.do("GET", f.ts.URL+"/cas/xorbs/"+x.String(), "Range", span(rg.Bytes.Start, rg.Bytes.End), "Authorization", "Bearer "+tb.AccessToken); a.status != 403 {
