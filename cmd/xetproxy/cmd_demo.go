@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/castoken"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
 	"github.com/xetproxy/xetproxy/internal/server/sample"
@@ -96,6 +98,8 @@ func runDemo(ctx context.Context, e env, listen, hubListen string, weightsSize i
 	cfg.HubURL = hubURL
 	cfg.LogLevel = logLevel
 	cfg.DrainTimeout = 10 * time.Second
+	// one process: a key of its own is all it needs (and no warning)
+	cfg.SigningKey = hex.EncodeToString(castoken.GenerateKey())
 	if err := cfg.Validate(); err != nil {
 		ln.Close()
 		return err

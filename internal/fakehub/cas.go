@@ -80,16 +80,48 @@ func casError(w http.ResponseWriter, status int, msg string) {
 // casAuth checks the CAS token of a request: 401 missing, malformed or
 // expired; 403 when a write is attempted with a read token.
 func (h *Hub) casAuth(w http.ResponseWriter, r *http.Request, scope string) bool {
+	_, ok := h.casAuthToken(w, r, scope)
+	return ok
+}
+
+// casAuthToken is casAuth that also returns the token's content.
+func (h *Hub) casAuthToken(w http.ResponseWriter, r *http.Request, scope string) (casToken, bool) {
 	t, err := h.checkToken(bearer(r))
 	if err != nil {
 		casError(w, http.StatusUnauthorized, err.Error())
-		return false
+		return t, false
 	}
 	if scope == scopeWrite && t.Scope != scopeWrite {
 		casError(w, http.StatusForbidden, errTokenScope.Error())
-		return false
+		return t, false
 	}
-	return true
+	return t, true
+}
+
+// grantFiles lets the tokens of repo key k read the files of an uploaded
+// shard before a commit names them (the uploader checks its upload).
+func (h *Hub) grantFiles(k string, sh *shard.Shard) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	rp := h.repos[k]
+	if rp == nil {
+		return
+	}
+	if rp.xetFiles == nil {
+		rp.xetFiles = make(map[merklehash.Hash]bool)
+	}
+	for _, f := range sh.Files {
+		rp.xetFiles[f.Hash] = true
+	}
+}
+
+// tokenReaches reports whether a CAS token may read file: as the Hub's
+// tokens are bound to a repo, only files some commit of that repo holds.
+func (h *Hub) tokenReaches(t casToken, file merklehash.Hash) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	rp := h.repos[t.Repo]
+	return rp != nil && rp.xetFiles[file]
 }
 
 // parseHTTPRange parses one "bytes=a-b" or "bytes=a-" range; ok is false
@@ -129,7 +161,8 @@ func (h *Hub) reconstruction(w *recorder, r *http.Request, id string, v2 bool) {
 		casError(w, http.StatusNotFound, "not found")
 		return
 	}
-	if !h.casAuth(w, r, scopeRead) {
+	tok, ok := h.casAuthToken(w, r, scopeRead)
+	if !ok {
 		return
 	}
 	hash, err := merklehash.Parse(id)
@@ -138,7 +171,7 @@ func (h *Hub) reconstruction(w *recorder, r *http.Request, id string, v2 bool) {
 		return
 	}
 	f, ok := h.store.file(hash)
-	if !ok {
+	if !ok || !h.tokenReaches(tok, hash) {
 		casError(w, http.StatusNotFound, "file not found")
 		return
 	}
@@ -246,7 +279,7 @@ func (h *Hub) batchReconstruction(w *recorder, r *http.Request) {
 			return
 		}
 		f, ok := h.store.file(hash)
-		if !ok {
+		if tok, _ := h.checkToken(bearer(r)); !ok || !h.tokenReaches(tok, hash) {
 			casError(w, http.StatusNotFound, "file not found: "+id)
 			return
 		}
@@ -686,7 +719,8 @@ func (h *Hub) shardUpload(w *recorder, r *http.Request, v2 bool) {
 		casError(w, http.StatusNotFound, "not found")
 		return
 	}
-	if !h.casAuth(w, r, scopeWrite) {
+	tok, ok := h.casAuthToken(w, r, scopeWrite)
+	if !ok {
 		return
 	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxShardUpload))
@@ -699,6 +733,9 @@ func (h *Hub) shardUpload(w *recorder, r *http.Request, v2 bool) {
 		if err != nil {
 			casError(w, http.StatusBadRequest, err.Error())
 			return
+		}
+		if sh, err := shard.Parse(data); err == nil {
+			h.grantFiles(tok.Repo, sh)
 		}
 		jsonAnswer(w, http.StatusOK, map[string]int{"result": min(n, 1)})
 		return
@@ -714,6 +751,7 @@ func (h *Hub) shardUpload(w *recorder, r *http.Request, v2 bool) {
 		var n int
 		n, err = h.store.registerParsed(sh)
 		if err == nil {
+			h.grantFiles(tok.Repo, sh)
 			enc.Encode(map[string]any{"type": "validating", "verified": len(sh.Files), "total": len(sh.Files)})
 			enc.Encode(map[string]any{"type": "committing", "stage": "syncing"})
 			enc.Encode(map[string]any{"type": "result", "result": min(n, 1)})

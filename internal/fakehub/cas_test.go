@@ -562,3 +562,31 @@ func TestBatchReconstruction(t *testing.T) {
 		t.Fatalf("batch without token: %d", r.status)
 	}
 }
+
+// TestCASTokensRepoScoped: a CAS token reconstructs the files of its own
+// repo only (any commit of it); other repos' files are 404, in the single
+// and the batch forms.
+func TestCASTokensRepoScoped(t *testing.T) {
+	h, srv := testHub(t, Config{})
+	mustCreate(t, h, RepoSpec{ID: "org/a"})
+	mustCreate(t, h, RepoSpec{ID: "org/b", Private: true, Readers: []string{"hf_b"}})
+	fa := mustAdd(t, h, "org/a", "a.bin", randomBytes(1, 20000), StorageXet)
+	fb := mustAdd(t, h, "org/b", "b.bin", randomBytes(2, 20000), StorageXet)
+	c := &xetClient{t: t, srv: srv, token: "hf_b"}
+	ta, tb := c.casToken("org/a"), c.casToken("org/b")
+	for _, tc := range []struct {
+		tok    tokenAnswer
+		file   merklehash.Hash
+		status int
+	}{{ta, fa.XetHash, 200}, {tb, fb.XetHash, 200}, {ta, fb.XetHash, 404}, {tb, fa.XetHash, 404}} {
+		for _, v := range []string{"v1", "v2"} {
+			if r, _ := c.reconstruct(tc.tok, tc.file, "", v); r.status != tc.status {
+				t.Errorf("%s: %d, want %d", v, r.status, tc.status)
+			}
+		}
+		r := do(t, "GET", tc.tok.CasURL+"/v1/reconstructions?file_id="+tc.file.String(), nil, "Authorization", "Bearer "+tc.tok.AccessToken)
+		if r.status != tc.status {
+			t.Errorf("batch: %d, want %d", r.status, tc.status)
+		}
+	}
+}

@@ -86,6 +86,10 @@
 // GET /v1/chunks/{prefix}/{hash} (global dedup shard with footer and keyed
 // chunk hashes, or 404), HEAD /v1/files/{hash}. Every CAS call needs a CAS
 // token: 401 missing, invalid or expired; 403 read token on a write.
+// Tokens are bound to their repo, as the Hub's are: a reconstruction (also
+// in a batch) answers only files some commit of the token's repo holds, or
+// that a shard uploaded with a write token of the repo registered; any
+// other file is 404 as if unknown.
 //
 // # Knobs (safe to change while serving)
 //

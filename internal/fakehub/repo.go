@@ -103,6 +103,9 @@ type repo struct {
 	created  time.Time
 	prs      int
 	seq      int
+	// xetFiles holds the Xet file hashes any commit of the repo ever
+	// held: the files a CAS token of this repo may reconstruct.
+	xetFiles map[merklehash.Hash]bool
 }
 
 type commit struct {
@@ -531,9 +534,15 @@ func (h *Hub) apply(rp *repo, branch, title string, add []*entry, del []string, 
 		}
 		delete(files, d)
 	}
+	if rp.xetFiles == nil {
+		rp.xetFiles = make(map[merklehash.Hash]bool)
+	}
 	for _, e := range add {
 		e.commit = c
 		files[e.path] = e
+		if e.xet {
+			rp.xetFiles[e.xetHash] = true
+		}
 	}
 	c.files = files
 	rp.commits[c.id] = c

@@ -117,3 +117,15 @@ func putBuf(p *[]byte) {
 		chunkPools[c].Put(p)
 	}
 }
+
+// tryAcquire takes n bytes if they fit now, without waiting.
+func (b *budget) tryAcquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit && b.used != 0 {
+		return false
+	}
+	b.used += n
+	b.peak = max(b.peak, b.used)
+	return true
+}

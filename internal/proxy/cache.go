@@ -86,6 +86,10 @@ type CacheStats struct {
 	ServedUnverified int64
 	FillsInFlight    int64
 	FillBufferUsed   int64 // bytes of FillBuffer held now
+	// Xorb ranges served to Xet clients: the bytes handed out, and the
+	// decoded chunk bytes behind them read from the cache or fetched
+	// from upstream.
+	XorbServed, XorbFromCache, XorbFromUpstream int64
 }
 
 type counters struct {
@@ -101,6 +105,9 @@ type counters struct {
 	unverified                        atomic.Int64
 	fillsInFlight                     atomic.Int64
 	lastWarn                          atomic.Int64
+	// xorb ranges served to Xet clients (xetcas.go): bytes handed out,
+	// and decoded chunk bytes taken from the cache or from upstream
+	casServed, casFromCache, casFromUpstream atomic.Int64
 }
 
 // CacheStats returns the engine's cache counters.
@@ -116,6 +123,7 @@ func (e *Engine) CacheStats() CacheStats {
 		XorbProofs: c.xorbProofs.Load(), FileProofs: c.fileProofs.Load(), FileMismatches: c.fileMismatches.Load(),
 		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(),
 		ServedUnverified: c.unverified.Load(),
+		XorbServed:       c.casServed.Load(), XorbFromCache: c.casFromCache.Load(), XorbFromUpstream: c.casFromUpstream.Load(),
 	}
 	if e.fillBudget != nil {
 		st.FillBufferUsed, _ = e.fillBudget.stats()

@@ -146,6 +146,37 @@
 // counted and logged (rate-limited). CacheStats has the counters; a
 // stream's Sources say where its bytes came from.
 //
+// # Xet clients (xetcas.go)
+//
+// For the server's CAS routes the engine answers as the caller's CAS:
+//
+//	CASReconstruct(caller's upstream CAS URL + Xet token, file, range):
+//	    answer = upstream reconstruction with that token (the authorisation)
+//	    check it (reconstruction.NewPlan), keep its terms
+//	    each upstream fetch entry -> one layout for all its ranges:
+//	        a cache, and the xorb's manifest known (> 1 chunk) -> LayoutRecords:
+//	            served bytes = uncompressed records (header with scheme
+//	            none + chunk) at their offsets in an uncompressed copy of
+//	            the whole xorb, computed from the manifest's sizes
+//	        else -> LayoutUpstream: served bytes = upstream's, verbatim
+//	OpenXorbRange(range as laid out, window):
+//	    one record at a time, cut to the window:
+//	        LayoutRecords: cache.Get per segment, each chunk checked
+//	            against the manifest; at the first miss, upstream
+//	        upstream: FetchRange(the range), chunks before the current one
+//	            skipped; each chunk decoded under the format's caps and
+//	            checked against the manifest when known; its stored bytes
+//	            (LayoutUpstream) or a new record (LayoutRecords) handed out
+//	            only after that
+//	        chunks decoded from upstream fill 64-chunk segments: proven ->
+//	            cache, else staging; a range of the whole xorb read without
+//	            a manifest teaches it and promotes its staged segments
+//
+// Memory per xorb request: one record, the decoder's buffers and one fill
+// segment, taken from FillBuffer without waiting (when it is spent the
+// chunks are served and not kept). Concurrent requests for the same range
+// each go upstream: there is no single flight on this path yet.
+//
 // # Errors
 //
 // Open and Read return: ErrRangeNotSatisfiable (offset at or past the

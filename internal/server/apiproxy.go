@@ -21,8 +21,9 @@ import (
 // Hub's tree pages are a few hundred KiB).
 const maxAPIJSON = 64 << 20
 
-// xetJSONFields are removed from every JSON object of every /api answer:
-// a client that sees them switches to the Xet protocol and fetches from the
+// xetJSONFields are removed from every JSON object of every /api answer
+// when Xet mode is off: a client that sees them switches to the Xet
+// protocol, and without the proxy's CAS it would fetch from the upstream
 // CAS directly, around the proxy (HUB-MIRROR.md, "Where Xet leaks").
 var xetJSONFields = []string{"xetHash", "xetEnabled"}
 
@@ -36,6 +37,9 @@ type apiProxy struct {
 	auth   *authPolicy
 	policy *policy.Policy // repo policy; nil allows all
 	rp     *httputil.ReverseProxy
+	// keepXet keeps xetHash and xetEnabled in JSON answers (Xet mode:
+	// the proxy is the CAS those fields lead clients to).
+	keepXet bool
 }
 
 type apiCtxKey struct{}
@@ -76,7 +80,7 @@ func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, lo
 			if c != nil {
 				origin = c.origin
 			}
-			if err := rewriteAPIResponse(resp, hub, origin); err != nil {
+			if err := rewriteAPIResponse(resp, hub, origin, p.keepXet); err != nil {
 				return err
 			}
 			if c != nil && c.listType != "" {
@@ -142,7 +146,7 @@ func requestOrigin(r *http.Request) string {
 }
 
 // rewriteAPIResponse applies the proxy's rewrites to one Hub answer.
-func rewriteAPIResponse(resp *http.Response, hub *url.URL, origin string) error {
+func rewriteAPIResponse(resp *http.Response, hub *url.URL, origin string, keepXet bool) error {
 	h := resp.Header
 	if id := h.Get("X-Request-Id"); id != "" {
 		// ours is the X-Request-Id; keep the Hub's under another name
@@ -169,7 +173,7 @@ func rewriteAPIResponse(resp *http.Response, hub *url.URL, origin string) error 
 	if loc := h.Get("Location"); loc != "" {
 		h.Set("Location", rewriteHubURL(loc, hub, origin))
 	}
-	if !isJSON(h.Get("Content-Type")) || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
+	if keepXet || !isJSON(h.Get("Content-Type")) || resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotModified {
 		return nil
 	}
 	if ce := h.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -54,7 +55,16 @@ var upstreamXetHeaders = []string{"X-Xet-Hash", "X-Xet-Refresh-Route", "X-Xet-Ac
 
 // TestAPIProxy runs the passthrough against a stand-in Hub that echoes what
 // it received.
+// TestAPIProxy runs in both modes: Xet mode keeps xetHash and xetEnabled
+// in JSON (the proxy is the CAS they lead to), and both strip the Hub's
+// X-Xet-* headers.
 func TestAPIProxy(t *testing.T) {
+	for _, xet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("xet=%v", xet), func(t *testing.T) { testAPIProxy(t, xet) })
+	}
+}
+
+func testAPIProxy(t *testing.T, xet bool) {
 	var mu sync.Mutex
 	var seen []http.Header
 	var upstream *httptest.Server
@@ -93,6 +103,7 @@ func TestAPIProxy(t *testing.T) {
 	const key = "key-0123456789abcdef"
 	cfg := testConfig(upstream.URL)
 	cfg.ServerTokenEnabled, cfg.ServerToken, cfg.APIKeys = true, "hf_server", []string{key}
+	cfg.Xet, cfg.SigningKey = xet, xetTestKey
 	s := newTestServer(t, cfg)
 	front := httptest.NewServer(s.Handler())
 	defer front.Close()
@@ -119,7 +130,7 @@ func TestAPIProxy(t *testing.T) {
 	}
 
 	res, body := get("/api/models/org/m/tree/main", map[string]string{"Authorization": "Bearer hf_user", "Accept-Encoding": "gzip", "Cookie": "s=1", "X-Proxy-Key": key})
-	if res.StatusCode != 200 || strings.Contains(body, "xetHash") || !strings.Contains(body, `"lfs":{"oid":"x","size":5}`) {
+	if res.StatusCode != 200 || strings.Contains(body, "xetHash") != xet || !strings.Contains(body, `"lfs":{"oid":"x","size":5}`) {
 		t.Errorf("tree: %d %s", res.StatusCode, body)
 	}
 	if ids := res.Header.Values("X-Request-Id"); len(ids) != 1 || ids[0] == "hub-req-1" || res.Header.Get("X-Upstream-Request-Id") != "hub-req-1" {
@@ -140,7 +151,8 @@ func TestAPIProxy(t *testing.T) {
 		t.Fatalf("stand-in Hub sends no X-Xet-Access-Token / Set-Cookie: %v", res.Header)
 	}
 	res, body = get("/api/models/org/m", map[string]string{"X-Proxy-Key": key})
-	if strings.Contains(body, "xet") || res.Header.Get("Content-Length") != itoa(int64(len(body))) {
+	if xet && !(strings.Contains(body, `"xetEnabled":true`) && strings.Contains(body, `"xetHash":"x"`)) ||
+		!xet && strings.Contains(body, "xet") || res.Header.Get("Content-Length") != itoa(int64(len(body))) {
 		t.Errorf("info: %v %s", res.Header, body)
 	}
 	for k := range res.Header {
@@ -176,7 +188,7 @@ func TestAPIProxy(t *testing.T) {
 	}
 
 	res, body = send("POST", front.URL, "/api/models/org/m/paths-info/refs%2Fpr%2F1", nil)
-	if res.StatusCode != 200 || strings.Contains(body, "xetHash") || !strings.Contains(body, `refs%2Fpr%2F1`) || !strings.Contains(body, `"path":"paths=a"`) {
+	if res.StatusCode != 200 || strings.Contains(body, "xetHash") != xet || !strings.Contains(body, `refs%2Fpr%2F1`) || !strings.Contains(body, `"path":"paths=a"`) {
 		t.Errorf("paths-info: %d %s", res.StatusCode, body)
 	}
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/castoken"
 	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/metacache"
 )
@@ -89,6 +90,20 @@ type Config struct {
 	Revalidate    time.Duration
 	Offline       bool
 	UpstreamGrace time.Duration
+	// Xet serves the Xet protocol to Xet clients (docs/operations.md,
+	// "Xet clients"): Xet metadata kept in Hub answers, the xet-read-token
+	// route answered with the proxy's own CAS token, /cas served. false
+	// strips every Xet trace and serves all files as plain HTTP.
+	Xet bool
+	// SigningKey seals CAS tokens and xorb URLs: hex or base64 of at least
+	// 32 bytes, from XETPROXY_SIGNING_KEY only (never a flag). Empty: a
+	// key generated per process (tokens fail on other instances).
+	SigningKey string
+	// XetTokenTTL bounds the life of a CAS token (never past the caller's
+	// upstream token); XetURLTTL the life of a xorb URL (never past the
+	// CAS token it was issued under). 0 means the default (an hour).
+	XetTokenTTL time.Duration
+	XetURLTTL   time.Duration
 
 	envErrs []error // malformed environment values, reported by Validate
 	// health is the upstream state of the server of this Config: Engine
@@ -106,6 +121,8 @@ const (
 	DefaultUpstreamTimeout   = 60 * time.Second
 	DefaultStallTimeout      = 2 * time.Minute
 	DefaultAuthTTL           = 30 * time.Second
+	DefaultXetTokenTTL       = time.Hour
+	DefaultXetURLTTL         = time.Hour
 )
 
 // RegisterFlags declares every serve flag on fs, with defaults taken from
@@ -171,6 +188,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
 	c.registerPolicyFlags(fs, getenv)
 	c.registerOfflineFlags(fs, env)
+	c.Xet = c.envBool("XETPROXY_XET", env("XETPROXY_XET", "true"))
+	fs.BoolVar(&c.Xet, "xet", c.Xet, "serve Xet clients as their CAS (token route, /cas); false strips all Xet metadata (env XETPROXY_XET)")
+	c.SigningKey = strings.TrimSpace(getenv("XETPROXY_SIGNING_KEY"))
+	c.XetTokenTTL = DefaultXetTokenTTL
+	fs.DurationVar(&c.XetTokenTTL, "xet-token-ttl", c.XetTokenTTL, "longest life of a CAS token the proxy issues (never past the caller's upstream token)")
+	c.XetURLTTL = DefaultXetURLTTL
+	fs.DurationVar(&c.XetURLTTL, "xet-url-ttl", c.XetURLTTL, "life of the xorb URLs in reconstructions (never past the CAS token)")
 }
 
 // Engine is the configuration of the download engine of a server of c,
@@ -292,6 +316,14 @@ func (c *Config) Validate() error {
 	if c.AuthTTL < 0 {
 		bad("auth-cache-ttl must not be negative")
 	}
+	if c.SigningKey != "" {
+		if _, err := castoken.ParseKey(c.SigningKey); err != nil {
+			bad("XETPROXY_SIGNING_KEY: %v", err)
+		}
+	}
+	if c.XetTokenTTL < 0 || c.XetURLTTL < 0 {
+		bad("xet-token-ttl and xet-url-ttl must not be negative")
+	}
 	if (c.S3Endpoint != "" || c.S3Prefix != "" || c.S3Region != "" || c.S3PathStyle) && c.S3Bucket == "" {
 		bad("s3 settings given without --s3-bucket")
 	}
@@ -319,6 +351,7 @@ func (c *Config) Redacted() []any {
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
 		"allow", c.Allow, "deny", c.Deny, "audit_key_set", c.AuditKey != "",
 		"revalidate", c.Revalidate.String(), "offline", c.Offline, "upstream_grace", c.UpstreamGrace.String(),
+		"xet", c.Xet, "signing_key_set", c.SigningKey != "",
 	}
 }
 

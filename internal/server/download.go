@@ -60,6 +60,9 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef,
 		s.fail(w, r, d, err)
 		return
 	}
+	if s.xet != nil && meta.XetHash != nil && s.xetResolve(w, r, d, ref, meta) {
+		return
+	}
 	s.deliver(w, r, d, token, meta, path.Base(ref.path), disposition)
 }
 

@@ -44,8 +44,17 @@ func (f *fixture) do(method, path string, hdr ...string) answer {
 	return answer{res.StatusCode, res.Header, b, err}
 }
 
+// TestDownloadWhole runs in both modes: plain clients get the same bytes
+// and headers; Xet mode adds the Xet headers of Xet files on the path
+// routes, and nothing else.
 func TestDownloadWhole(t *testing.T) {
-	f := newFixture(t, nil)
+	for _, xet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("xet=%v", xet), func(t *testing.T) { testDownloadWhole(t, xet) })
+	}
+}
+
+func testDownloadWhole(t *testing.T, xet bool) {
+	f := newFixture(t, func(c *Config) { c.Xet, c.SigningKey = xet, xetTestKey })
 	for _, path := range []string{"/download/org/m/model.safetensors", "/org/m/resolve/main/model.safetensors", "/download/org/m/model.safetensors?revision=main"} {
 		a := f.do("GET", path)
 		if a.status != 200 || !bytes.Equal(a.body, f.big.data) || a.err != nil {
@@ -65,6 +74,13 @@ func TestDownloadWhole(t *testing.T) {
 		if cd := h.Get("Content-Disposition"); !strings.Contains(cd, `filename="model.safetensors"`) {
 			t.Errorf("%s: Content-Disposition %q", path, cd)
 		}
+		if xet {
+			if h.Get("X-Xet-Hash") != f.big.xetHash.String() || !strings.HasPrefix(h.Get("X-Xet-Refresh-Route"), f.ts.URL+"/api/models/org/m/xet-read-token/") ||
+				!strings.Contains(h.Get("Link"), `rel="xet-reconstruction-info"`) {
+				t.Errorf("%s: Xet headers %v", path, h)
+			}
+			continue
+		}
 		for k := range h {
 			if strings.HasPrefix(strings.ToLower(k), "x-xet") {
 				t.Errorf("%s: Xet header %s leaked", path, k)
@@ -76,7 +92,7 @@ func TestDownloadWhole(t *testing.T) {
 	}
 	a := f.do("GET", "/org/m/resolve/main/config.json")
 	if a.status != 200 || string(a.body) != `{"a":1}` || a.header.Get("Content-Type") != "application/json" ||
-		a.header.Get("X-Linked-Etag") != "" || a.header.Get("ETag") != `"`+f.small.etag+`"` ||
+		a.header.Get("X-Linked-Etag") != "" || a.header.Get("ETag") != `"`+f.small.etag+`"` || a.header.Get("X-Xet-Hash") != "" ||
 		!strings.HasPrefix(a.header.Get("Content-Disposition"), "inline;") {
 		t.Errorf("plain file: %d %v %q", a.status, a.header, a.body)
 	}
@@ -102,7 +118,7 @@ func TestDownloadWhole(t *testing.T) {
 	}
 	h := f.big.xetHash.String()
 	a = f.do("GET", "/download-hash/"+h+"?repo=org/m&filename=weights.safetensors")
-	if a.status != 200 || !bytes.Equal(a.body, f.big.data) || !strings.Contains(a.header.Get("Content-Disposition"), "weights.safetensors") {
+	if a.status != 200 || !bytes.Equal(a.body, f.big.data) || !strings.Contains(a.header.Get("Content-Disposition"), "weights.safetensors") || a.header.Get("X-Xet-Hash") != "" {
 		t.Errorf("download-hash: %d %v", a.status, a.header)
 	}
 	a = f.do("GET", "/download-hash/"+h[:10]+"?repo=org/m")

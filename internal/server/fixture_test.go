@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/chunking"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
@@ -39,6 +40,8 @@ type engineOptions struct {
 	// hubHeaderTimeout is the ResponseHeaderTimeout of the Hub client's
 	// transport; 0 = none.
 	hubHeaderTimeout time.Duration
+	// cache is the engine's chunk cache; nil = none.
+	cache cache.Store
 }
 
 // testEngine returns the real engine for a server of cfg: a Hub client for
@@ -68,6 +71,7 @@ func testEngine(t testing.TB, cfg Config, o engineOptions) (eng *proxy.Engine, c
 		BlockSize:    o.blockSize,
 		StreamBuffer: cfg.ReadAhead,
 		MaxBuffer:    cfg.MaxBuffer,
+		Cache:        o.cache,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,7 @@ type Server struct {
 	api     *apiProxy
 	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
 	audit   *auditor       // download log fields, metrics and top repos (audit.go)
+	xet     *xetCAS // nil: Xet mode off
 	active  activeRequests
 	warm    *warm.Manager
 	handler http.Handler
@@ -127,6 +128,10 @@ func New(opts Options) (*Server, error) {
 		},
 	}
 	s.warm = s.newWarmManager()
+	if s.xet, err = newXetCAS(&s.cfg, opts, s.log); err != nil {
+		return nil, err
+	}
+	s.api.keepXet = s.xet != nil
 	s.handler = instrument(http.HandlerFunc(s.route), s.log, s.metrics, &s.active)
 	return s, nil
 }
@@ -204,8 +209,11 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		s.serveStatus(w, r)
 	case p == "/admin/warm":
 		s.adminWarm(w, r)
+	case s.xet != nil && strings.HasPrefix(p, "/api/") && s.xetTokenRoute(w, r, strings.TrimPrefix(p, "/api/")):
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
+	case s.xet != nil && strings.HasPrefix(p, "/cas/"):
+		s.serveCAS(w, r, strings.TrimPrefix(p, "/cas/"))
 	case strings.HasPrefix(p, "/download/"):
 		setRoute(r, "download")
 		if !s.getOrHead(w, r) {
