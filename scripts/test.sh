@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian tools used by end-to-end tests.
+# Debian tools used by end-to-end tests (chromium: the browser test of the
+# status page in internal/server, which fails under CI=true without it).
 need=()
-for tool in curl:curl aria2c:aria2; do
+for tool in curl:curl aria2c:aria2 chromium:chromium; do
 	command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool##*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -27,7 +27,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
@@ -137,30 +136,30 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	sln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go http.Serve(sln, http.FileServer(http.Dir(www)))
 	goURL := "http://" + sln.Addr().String() + "/big.safetensors"
-	curlOnce(curl, goURL) // warm the page cache
+	benchkit.Curl(curl, goURL) // warm the page cache
 	goStatic := result{name: "Go static server (http.FileServer)", size: bigSize}
 	for i := 0; i < runs; i++ {
-		r, err := curlOnce(curl, goURL)
+		r, err := benchkit.Curl(curl, goURL)
 		if err != nil {
 			return err
 		}
-		goStatic.speed = append(goStatic.speed, r.speed)
+		goStatic.speed = append(goStatic.speed, r.Speed)
 	}
 	logf("go static: %s", benchkit.MBps(benchkit.Median(goStatic.speed)))
 	var nginx *result
 	if ng, err := exec.LookPath("nginx"); err == nil {
-		url, stop, err := startNginx(ng, dir, www)
+		url, stop, err := benchkit.StartNginx(ng, dir, www, "big.safetensors")
 		if err != nil {
 			logf("nginx: %v (skipped)", err)
 		} else {
 			nginx = &result{name: "nginx static (sendfile)", size: bigSize}
 			for i := 0; i < runs; i++ {
-				r, err := curlOnce(curl, url+"/big.safetensors")
+				r, err := benchkit.Curl(curl, url+"/big.safetensors")
 				if err != nil {
 					stop()
 					return err
 				}
-				nginx.speed = append(nginx.speed, r.speed)
+				nginx.speed = append(nginx.speed, r.Speed)
 			}
 			stop()
 			logf("nginx: %s", benchkit.MBps(benchkit.Median(nginx.speed)))
@@ -183,60 +182,60 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	}
 
 	// cold without any cache, for comparison (what bench/proxy.sh measures)
-	p, err := startProxy(bin, hubURL)
+	p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 	if err != nil {
 		return err
 	}
 	fh.ResetStats()
-	r, err := curlOnce(curl, p.url+"/download/"+benchRepo+"/big.safetensors")
+	r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
-	results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.speed}, size: r.size,
-		xorbBytes: xorbBytes(fh), rss: p.hwm()})
-	p.stop()
-	logf("cold without cache: %s", benchkit.MBps(r.speed))
+	results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.Speed}, size: r.Size,
+		xorbBytes: xorbBytes(fh), rss: p.Peak()})
+	p.Stop()
+	logf("cold without cache: %s", benchkit.MBps(r.Speed))
 
 	cacheDir := filepath.Join(cacheRoot, "cache")
 	cacheArgs := []string{"--cache-dir", cacheDir, "--cache-size", strconv.FormatInt(3*size+(1<<30), 10)}
 	bigURL := "/download/" + benchRepo + "/big.safetensors"
 
 	// cold: a fresh server and an empty cache directory
-	p, err = startProxy(bin, hubURL, cacheArgs...)
+	p, err = benchkit.StartProxy(bin, hubURL, cacheArgs...)
 	if err != nil {
 		return err
 	}
 	fh.ResetStats()
-	r, err = curlOnce(curl, p.url+bigURL)
+	r, err = benchkit.Curl(curl, p.URL+bigURL)
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
-	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.speed}, size: r.size,
-		xorbBytes: xorbBytes(fh), rss: p.hwm()})
-	logf("cold: %s, %s of xorbs", benchkit.MBps(r.speed), benchkit.Human(xorbBytes(fh)))
+	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.Speed}, size: r.Size,
+		xorbBytes: xorbBytes(fh), rss: p.Peak()})
+	logf("cold: %s, %s of xorbs", benchkit.MBps(r.Speed), benchkit.Human(xorbBytes(fh)))
 
 	// warm: the same server again
 	warm := result{name: "xetproxy warm (second download, same server)", size: bigSize}
 	fh.ResetStats()
 	for i := 0; i < runs; i++ {
-		r, err := curlOnce(curl, p.url+bigURL)
+		r, err := benchkit.Curl(curl, p.URL+bigURL)
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return err
 		}
-		warm.speed = append(warm.speed, r.speed)
-		logf("warm run %d: %s", i+1, benchkit.MBps(r.speed))
+		warm.speed = append(warm.speed, r.Speed)
+		logf("warm run %d: %s", i+1, benchkit.MBps(r.Speed))
 	}
-	warm.xorbBytes, warm.rss = xorbBytes(fh), p.hwm()
-	got, err := benchkit.SHA256Of(p.url + bigURL)
+	warm.xorbBytes, warm.rss = xorbBytes(fh), p.Peak()
+	got, err := benchkit.SHA256Of(p.URL + bigURL)
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
 	if got != wantSHA {
-		p.stop()
+		p.Stop()
 		return fmt.Errorf("warm bytes differ: sha256 %s, want %s", got, wantSHA)
 	}
 	warm.note = "sha256 verified"
@@ -244,33 +243,33 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 
 	// a new revision: a few edits and an insertion
 	fh.ResetStats()
-	r, err = curlOnce(curl, p.url+"/download/"+benchRepo+"/big-v2.safetensors")
+	r, err = benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big-v2.safetensors")
 	if err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
-	results = append(results, result{name: "xetproxy, edited copy of the cached file (3 edits + 1 MiB inserted)", speed: []float64{r.speed},
+	results = append(results, result{name: "xetproxy, edited copy of the cached file (3 edits + 1 MiB inserted)", speed: []float64{r.Speed},
 		size: v2Size, xorbBytes: xorbBytes(fh),
 		note: fmt.Sprintf("upstream xorb bytes = %.2f%% of the file", 100*float64(xorbBytes(fh))/float64(v2Size))})
-	p.stop()
+	p.Stop()
 
 	// restart: a new process on the same directory
 	restart := result{name: "xetproxy warm after a restart (new process, same --cache-dir)", size: bigSize}
-	p, err = startProxy(bin, hubURL, cacheArgs...)
+	p, err = benchkit.StartProxy(bin, hubURL, cacheArgs...)
 	if err != nil {
 		return err
 	}
 	fh.ResetStats()
 	for i := 0; i < runs; i++ {
-		r, err := curlOnce(curl, p.url+bigURL)
+		r, err := benchkit.Curl(curl, p.URL+bigURL)
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return err
 		}
-		restart.speed = append(restart.speed, r.speed)
+		restart.speed = append(restart.speed, r.Speed)
 	}
-	restart.xorbBytes, restart.rss = xorbBytes(fh), p.hwm()
-	p.stop()
+	restart.xorbBytes, restart.rss = xorbBytes(fh), p.Peak()
+	p.Stop()
 	results = append(results, restart)
 	logf("restart: %s", benchkit.MBps(benchkit.Median(restart.speed)))
 
@@ -288,33 +287,33 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 		}
 		os.Setenv("AWS_ACCESS_KEY_ID", "bench")
 		os.Setenv("AWS_SECRET_ACCESS_KEY", "bench")
-		a, err := startProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-a"))...)
+		a, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-a"))...)
 		if err != nil {
 			return err
 		}
-		if _, err := curlOnce(curl, a.url+bigURL); err != nil {
-			a.stop()
+		if _, err := benchkit.Curl(curl, a.URL+bigURL); err != nil {
+			a.Stop()
 			return err
 		}
-		a.stop() // drains the queued bucket writes
-		b, err := startProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-b"))...)
+		a.Stop() // drains the queued bucket writes
+		b, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-b"))...)
 		if err != nil {
 			return err
 		}
 		fh.ResetStats()
-		r, err := curlOnce(curl, b.url+bigURL)
+		r, err := benchkit.Curl(curl, b.URL+bigURL)
 		if err != nil {
-			b.stop()
+			b.Stop()
 			return err
 		}
 		results = append(results, result{name: "xetproxy instance B, empty disk, from the S3 tier instance A filled (gofakes3, --s3-queue 2×size)",
-			speed: []float64{r.speed}, size: r.size, xorbBytes: xorbBytes(fh), rss: b.hwm()})
-		b.stop()
+			speed: []float64{r.Speed}, size: r.Size, xorbBytes: xorbBytes(fh), rss: b.Peak()})
+		b.Stop()
 		s3srv.Close()
 	}
 
 	// many clients, one cold file, one fresh server
-	p, err = startProxy(bin, hubURL, "--cache-dir", filepath.Join(cacheRoot, "hot"), "--cache-size", strconv.FormatInt(2*csize, 10))
+	p, err = benchkit.StartProxy(bin, hubURL, "--cache-dir", filepath.Join(cacheRoot, "hot"), "--cache-size", strconv.FormatInt(2*csize, 10))
 	if err != nil {
 		return err
 	}
@@ -326,13 +325,13 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			_, errs[c] = curlOnce(curl, p.url+"/download/"+benchRepo+"/hot.safetensors")
+			_, errs[c] = benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/hot.safetensors")
 		}(c)
 	}
 	wg.Wait()
 	wall := time.Since(t0).Seconds()
 	if err := errors.Join(errs...); err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
 	ranges, maxPer := map[string]int{}, 0
@@ -345,9 +344,9 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 		}
 	}
 	results = append(results, result{name: fmt.Sprintf("xetproxy, %d clients at once on one cold %s file (aggregate)", clients, benchkit.Human(csize)),
-		speed: []float64{float64(int64(clients)*csize) / wall}, size: csize, xorbBytes: xorbBytes(fh), rss: p.hwm(),
+		speed: []float64{float64(int64(clients)*csize) / wall}, size: csize, xorbBytes: xorbBytes(fh), rss: p.Peak(),
 		note: fmt.Sprintf("%d xorb ranges, each fetched at most %d time(s)", len(ranges), maxPer)})
-	p.stop()
+	p.Stop()
 
 	printReport(os.Stdout, results, base, bigSize)
 	return nil
@@ -408,150 +407,6 @@ func printReport(w io.Writer, rs []result, base result, size int64) {
 		fmt.Fprintf(w, " %s: %s;", r.name, list(r.speed))
 	}
 	fmt.Fprintln(w)
-}
-
-type curlResult struct {
-	ttfb, total, speed float64
-	size               int64
-}
-
-func curlOnce(curl, url string, extra ...string) (curlResult, error) {
-	args := append([]string{"-sS", "-f", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{speed_download} %{size_download}"}, extra...)
-	out, err := exec.Command(curl, append(args, url)...).Output()
-	if err != nil {
-		return curlResult{}, fmt.Errorf("curl %s: %w", url, err)
-	}
-	f := strings.Fields(string(out))
-	if len(f) != 4 {
-		return curlResult{}, fmt.Errorf("curl output %q", out)
-	}
-	var r curlResult
-	r.ttfb, _ = strconv.ParseFloat(f[0], 64)
-	r.total, _ = strconv.ParseFloat(f[1], 64)
-	r.speed, _ = strconv.ParseFloat(f[2], 64)
-	r.size, _ = strconv.ParseInt(f[3], 10, 64)
-	return r, nil
-}
-
-type proxyProc struct {
-	cmd  *exec.Cmd
-	url  string
-	mu   sync.Mutex
-	peak int64
-	done chan struct{}
-}
-
-// startProxy runs `xetproxy serve` with args and samples its VmHWM.
-func startProxy(bin, hubURL string, args ...string) (*proxyProc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn"}, args...)...)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proxyProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/health")
-		if err == nil {
-			res.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return nil, fmt.Errorf("proxy did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	go func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.done:
-				return
-			case <-t.C:
-				p.sample()
-			}
-		}
-	}()
-	return p, nil
-}
-
-func (p *proxyProc) sample() {
-	v := benchkit.VmHWM(p.cmd.Process.Pid)
-	p.mu.Lock()
-	p.peak = max(p.peak, v)
-	p.mu.Unlock()
-}
-
-func (p *proxyProc) hwm() int64 {
-	p.sample()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.peak
-}
-
-// stop ends the proxy with SIGTERM (it drains and closes its cache).
-func (p *proxyProc) stop() {
-	close(p.done)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Wait()
-}
-
-func startNginx(ng, dir, www string) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
-worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/nginx-error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path %[1]s/tmp;
-  proxy_temp_path %[1]s/tmp;
-  fastcgi_temp_path %[1]s/tmp;
-  uwsgi_temp_path %[1]s/tmp;
-  scgi_temp_path %[1]s/tmp;
-  server { listen %[2]s; root %[3]s; }
-}
-`, dir, addr, www)), 0o644)
-	os.MkdirAll(filepath.Join(dir, "tmp"), 0o755)
-	cmd := exec.Command(ng, "-c", conf, "-p", dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	url = "http://" + addr
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		res, err := http.Head(url + "/big.safetensors")
-		if err == nil {
-			res.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return "", nil, fmt.Errorf("nginx did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
 }
 
 func list(v []float64) string {

@@ -40,6 +40,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xetproxy/xetproxy/bench/internal/benchkit"
 	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/hub"
@@ -224,7 +225,7 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	}
 	defer goStop()
 	servers := [][2]string{{"curl ← Go http.ServeContent (sendfile)", goURL}}
-	if nginxURL, nginxStop, err := startNginx(work, filepath.Dir(static)); err == nil {
+	if nginxURL, nginxStop, err := startNginx(work, static); err == nil {
 		defer nginxStop()
 		servers = append(servers, [2]string{"curl ← nginx", nginxURL + "/model.safetensors"})
 	} else {
@@ -498,50 +499,18 @@ func serveStatic(p string) (string, func(), error) {
 	return "http://" + ln.Addr().String() + "/model.safetensors", func() { srv.Close() }, nil
 }
 
-// startNginx serves root with a throwaway nginx, if one is installed.
-func startNginx(work, root string) (string, func(), error) {
+// startNginx serves the folder of static with a throwaway nginx, if one is
+// installed.
+func startNginx(work, static string) (string, func(), error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		return "", nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
 	prefix := filepath.Join(work, "nginx")
-	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
+	if err := os.MkdirAll(prefix, 0o755); err != nil {
 		return "", nil, err
 	}
-	conf := fmt.Sprintf(`daemon off; worker_processes 1; pid %[1]s/nginx.pid; error_log %[1]s/logs/error.log;
-user root;
-events { worker_connections 64; }
-http { access_log off; sendfile on; tcp_nopush on;
-  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fcgi;
-  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-  server { listen %[2]s; root %[3]s; } }
-`, prefix, addr, root)
-	cp := filepath.Join(prefix, "nginx.conf")
-	if err := os.WriteFile(cp, []byte(conf), 0o644); err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command(bin, "-p", prefix, "-c", cp)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop := func() { cmd.Process.Kill(); cmd.Wait() }
-	for range 50 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return "http://" + addr, stop, nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	stop()
-	return "", nil, fmt.Errorf("nginx did not start: %s", lastLines(stderr.String(), 3))
+	return benchkit.StartNginx(bin, prefix, filepath.Dir(static), filepath.Base(static))
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

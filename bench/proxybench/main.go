@@ -23,10 +23,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/xetproxy/xetproxy/bench/internal/benchkit"
@@ -122,29 +120,29 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	sln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go http.Serve(sln, http.FileServer(http.Dir(www)))
 	goURL := "http://" + sln.Addr().String() + "/big.safetensors"
-	curlOnce(curl, goURL) // warm the page cache
+	benchkit.Curl(curl, goURL) // warm the page cache
 	for i := 0; i < runs; i++ {
-		r, err := curlOnce(curl, goURL)
+		r, err := benchkit.Curl(curl, goURL)
 		if err != nil {
 			return err
 		}
-		rep.goStatic = append(rep.goStatic, r.speed)
+		rep.goStatic = append(rep.goStatic, r.Speed)
 	}
 	logf("go static: %s", benchkit.MBps(benchkit.Median(rep.goStatic)))
 
 	// nginx, if installed
 	if ng, err := exec.LookPath("nginx"); err == nil {
-		url, stop, err := startNginx(ng, dir, www)
+		url, stop, err := benchkit.StartNginx(ng, dir, www, "big.safetensors")
 		if err != nil {
 			logf("nginx: %v (skipped)", err)
 		} else {
 			for i := 0; i < runs; i++ {
-				r, err := curlOnce(curl, url+"/big.safetensors")
+				r, err := benchkit.Curl(curl, url+"/big.safetensors")
 				if err != nil {
 					stop()
 					return err
 				}
-				rep.nginx = append(rep.nginx, r.speed)
+				rep.nginx = append(rep.nginx, r.Speed)
 			}
 			stop()
 			logf("nginx: %s", benchkit.MBps(benchkit.Median(rep.nginx)))
@@ -155,32 +153,35 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 
 	// proxy, cold single stream
 	for i := 0; i < runs; i++ {
-		p, err := startProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
-		r, err := curlOnce(curl, p.url+"/download/"+benchRepo+"/big.safetensors")
-		hwm := p.stop()
+		cpu0 := p.CPUSeconds()
+		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
+		cpu := p.CPUSeconds() - cpu0
+		hwm := p.Stop()
 		if err != nil {
 			return err
 		}
-		if r.size != bigSize {
-			return fmt.Errorf("proxy served %d of %d bytes", r.size, bigSize)
+		if r.Size != bigSize {
+			return fmt.Errorf("proxy served %d of %d bytes", r.Size, bigSize)
 		}
-		rep.proxy = append(rep.proxy, r.speed)
-		rep.proxyTTFB = append(rep.proxyTTFB, r.ttfb)
+		rep.proxy = append(rep.proxy, r.Speed)
+		rep.proxyTTFB = append(rep.proxyTTFB, r.TTFB)
+		rep.proxyCPU = append(rep.proxyCPU, cpu/(float64(r.Size)/1e9))
 		rep.rssSingle = append(rep.rssSingle, hwm)
-		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.speed), r.ttfb*1000, benchkit.Human(hwm))
+		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.Speed), r.TTFB*1000, benchkit.Human(hwm))
 	}
 
 	// content check once: the proxy's bytes are the file
 	{
-		p, err := startProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
-		got, err := benchkit.SHA256Of(p.url + "/download/" + benchRepo + "/big.safetensors")
-		p.stop()
+		got, err := benchkit.SHA256Of(p.URL + "/download/" + benchRepo + "/big.safetensors")
+		p.Stop()
 		if err != nil {
 			return err
 		}
@@ -192,30 +193,30 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 
 	// concurrent clients on different files
 	for i := 0; i < runs; i++ {
-		p, err := startProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
 		var wg sync.WaitGroup
-		results := make([]curlResult, clients)
+		results := make([]benchkit.CurlResult, clients)
 		errs := make([]error, clients)
 		t0 := time.Now()
 		for c := 0; c < clients; c++ {
 			wg.Add(1)
 			go func(c int) {
 				defer wg.Done()
-				results[c], errs[c] = curlOnce(curl, fmt.Sprintf("%s/download/%s/shard-%02d.safetensors", p.url, benchRepo, c))
+				results[c], errs[c] = benchkit.Curl(curl, fmt.Sprintf("%s/download/%s/shard-%02d.safetensors", p.URL, benchRepo, c))
 			}(c)
 		}
 		wg.Wait()
 		wall := time.Since(t0).Seconds()
-		hwm := p.stop()
+		hwm := p.Stop()
 		var total int64
 		for c := range results {
 			if errs[c] != nil {
 				return errs[c]
 			}
-			total += results[c].size
+			total += results[c].Size
 		}
 		rep.concurrent = append(rep.concurrent, float64(total)/wall)
 		rep.rssConcurrent = append(rep.rssConcurrent, hwm)
@@ -226,165 +227,28 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	// time to first byte on a warm server (token and metadata cached) and
 	// cold, for a small plain file and the first byte of the large file
 	{
-		p, err := startProxy(bin, hubURL)
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
 		for i := 0; i < ttfbRuns; i++ {
-			r, err := curlOnce(curl, p.url+"/download/"+benchRepo+"/big.safetensors", "-r", "0-0")
+			r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors", "-r", "0-0")
 			if err != nil {
-				p.stop()
+				p.Stop()
 				return err
 			}
-			rep.ttfbWarmRange = append(rep.ttfbWarmRange, r.ttfb)
-			r, err = curlOnce(curl, p.url+"/download/"+benchRepo+"/.gitattributes")
+			rep.ttfbWarmRange = append(rep.ttfbWarmRange, r.TTFB)
+			r, err = benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/.gitattributes")
 			if err != nil {
-				p.stop()
+				p.Stop()
 				return err
 			}
-			rep.ttfbWarmSmall = append(rep.ttfbWarmSmall, r.ttfb)
+			rep.ttfbWarmSmall = append(rep.ttfbWarmSmall, r.TTFB)
 		}
-		p.stop()
+		p.Stop()
 	}
 	rep.print(os.Stdout)
 	return nil
-}
-
-type curlResult struct {
-	ttfb  float64 // seconds
-	total float64
-	speed float64 // bytes/s
-	size  int64
-}
-
-func curlOnce(curl, url string, extra ...string) (curlResult, error) {
-	args := append([]string{"-sS", "-f", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{speed_download} %{size_download}"}, extra...)
-	out, err := exec.Command(curl, append(args, url)...).Output()
-	if err != nil {
-		return curlResult{}, fmt.Errorf("curl %s: %w", url, err)
-	}
-	f := strings.Fields(string(out))
-	if len(f) != 4 {
-		return curlResult{}, fmt.Errorf("curl output %q", out)
-	}
-	var r curlResult
-	r.ttfb, _ = strconv.ParseFloat(f[0], 64)
-	r.total, _ = strconv.ParseFloat(f[1], 64)
-	r.speed, _ = strconv.ParseFloat(f[2], 64)
-	r.size, _ = strconv.ParseInt(f[3], 10, 64)
-	return r, nil
-}
-
-type proxyProc struct {
-	cmd  *exec.Cmd
-	url  string
-	peak int64
-	done chan struct{}
-}
-
-// startProxy runs `xetproxy serve` and samples its VmHWM every 20 ms.
-func startProxy(bin, hubURL string) (*proxyProc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &proxyProc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/health")
-		if err == nil {
-			res.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return nil, fmt.Errorf("proxy did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	go func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.done:
-				return
-			case <-t.C:
-				if v := benchkit.VmHWM(cmd.Process.Pid); v > p.peak {
-					p.peak = v
-				}
-			}
-		}
-	}()
-	return p, nil
-}
-
-// stop ends the proxy with SIGTERM and returns its peak RSS.
-func (p *proxyProc) stop() int64 {
-	if v := benchkit.VmHWM(p.cmd.Process.Pid); v > p.peak {
-		p.peak = v
-	}
-	close(p.done)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Wait()
-	return p.peak
-}
-
-func startNginx(ng, dir, www string) (url string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	conf := filepath.Join(dir, "nginx.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
-worker_processes 1;
-daemon off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/nginx-error.log;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  client_body_temp_path %[1]s/tmp;
-  proxy_temp_path %[1]s/tmp;
-  fastcgi_temp_path %[1]s/tmp;
-  uwsgi_temp_path %[1]s/tmp;
-  scgi_temp_path %[1]s/tmp;
-  server { listen %[2]s; root %[3]s; }
-}
-`, dir, addr, www)), 0o644)
-	os.MkdirAll(filepath.Join(dir, "tmp"), 0o755)
-	cmd := exec.Command(ng, "-c", conf, "-p", dir)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	url = "http://" + addr
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		res, err := http.Head(url + "/big.safetensors")
-		if err == nil {
-			res.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return "", nil, fmt.Errorf("nginx did not start: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
 }
 
 type report struct {
@@ -392,6 +256,7 @@ type report struct {
 	clients                      int
 	goStatic, nginx, proxy       []float64
 	proxyTTFB                    []float64
+	proxyCPU                     []float64 // server CPU-seconds per GB
 	concurrent                   []float64
 	rssSingle, rssConcurrent     []int64
 	ttfbWarmRange, ttfbWarmSmall []float64
@@ -412,6 +277,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s | %.2f× nginx |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.goStatic)), ratio(benchkit.Median(r.goStatic), benchkit.Median(r.nginx)))
 	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s | %.2f× %s (target ≥ 0.25×) |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)), benchkit.Median(r.proxy)/base, baseName)
 	fmt.Fprintf(w, "| xetproxy cold, %d curls on %d different %s files, aggregate | %s | %.2f× %s |\n", r.clients, r.clients, benchkit.Human(r.csize), benchkit.MBps(benchkit.Median(r.concurrent)), benchkit.Median(r.concurrent)/base, baseName)
+	fmt.Fprintf(w, "| server CPU-seconds per GB, xetproxy cold, one curl (from /proc/PID/stat) | %.2f | |\n", benchkit.Median(r.proxyCPU))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, benchkit.Human(medianInt(r.rssConcurrent)))
 	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.proxyTTFB)*1000)

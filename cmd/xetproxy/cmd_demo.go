@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -92,6 +93,7 @@ func runDemo(ctx context.Context, e env, listen, hubListen string, weightsSize i
 	}
 	var cfg server.Config
 	cfg.RegisterFlags(flag.NewFlagSet("demo", flag.ContinueOnError), func(string) string { return "" })
+	cfg.CacheDir = demoCacheDir()
 	cfg.Listen = ln.Addr().String()
 	cfg.HubURL = hubURL
 	cfg.LogLevel = logLevel
@@ -109,6 +111,15 @@ func runDemo(ctx context.Context, e env, listen, hubListen string, weightsSize i
 		return nil
 	}
 	return err
+}
+
+// demoCacheDir is the disk chunk cache of the demo: $XETPROXY_CACHE_DIR,
+// else the user's cache directory, as for serve.
+func demoCacheDir() string {
+	if d := os.Getenv("XETPROXY_CACHE_DIR"); d != "" {
+		return d
+	}
+	return server.DefaultCacheDir(os.Getenv)
 }
 
 func printDemoBanner(w io.Writer, proxy, hub string, files []sample.File, took time.Duration) {

@@ -20,6 +20,7 @@ func serveTestListen() (net.Listener, error) { return net.Listen("tcp", "127.0.0
 // TestDemo runs the demo with small weights, follows its printed curl
 // command, and stops it like Ctrl-C does.
 func TestDemo(t *testing.T) {
+	t.Setenv("XETPROXY_CACHE_DIR", t.TempDir()) // never the user's cache
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var out, errb serveTestBuffer

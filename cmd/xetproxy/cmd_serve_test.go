@@ -64,6 +64,7 @@ func TestServeUsageErrors(t *testing.T) {
 // TestServeRuns starts serve in-process, checks /health, and stops it the
 // way SIGTERM does (context cancellation): exit 0 after a clean drain.
 func TestServeRuns(t *testing.T) {
+	t.Setenv("XETPROXY_CACHE_DIR", t.TempDir()) // never the user's cache
 	hub := serveTestHub(t, http.NotFoundHandler())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -45,7 +45,7 @@ func commands() []command {
 		healthcheckCommand(),
 		serveCommand(), demoCommand(),
 		lsCommand(), downloadCommand(),
-		cacheCommand(),
+		cacheCommand(), warmCommand(),
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/casclient"
 	"github.com/xetproxy/xetproxy/internal/hub"
+	"github.com/xetproxy/xetproxy/internal/metacache"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 )
 
@@ -62,7 +64,7 @@ type Config struct {
 // CacheConfig selects the chunk cache (see NewCache and docs/cache.md).
 type CacheConfig struct {
 	Dir    string // disk tier directory; "" = no disk tier
-	Size   int64  // disk tier capacity
+	Size   int64  // disk tier capacity; 0 = AutoCacheSize(Dir)
 	Memory int64  // memory tier bytes; 0 = none
 
 	// A shared S3/R2 tier when S3Bucket is set.
@@ -106,6 +108,11 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if cfg.Cache.Dir != "" && cfg.Cache.Size == 0 {
+		var why string
+		cfg.Cache.Size, why = AutoCacheSize(cfg.Cache.Dir)
+		log.Info("cache size chosen", "dir", cfg.Cache.Dir, "size", humanSize(cfg.Cache.Size), "from", why)
+	}
 	store, desc, err := NewCache(cfg.Cache, log)
 	if err != nil {
 		return nil, nil, err
@@ -130,6 +137,19 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 		Cache:        store,
 		Staging:      staging,
 		AuthTTL:      cfg.AuthTTL,
+	}
+	if store != nil {
+		// The terms of files read whole, so that they can be served from
+		// the cache without the CAS (offline): next to the chunks.
+		dir := ""
+		if cfg.Cache.Dir != "" {
+			dir = filepath.Join(cfg.Cache.Dir, "meta", "terms")
+		}
+		terms, err := metacache.NewStore(metacache.StoreConfig{Dir: dir, Logger: log})
+		if err != nil {
+			return nil, nil, err
+		}
+		pc.Terms = terms
 	}
 	if cfg.MaxBuffer > 0 {
 		// Fills may hold a quarter of what the streams may.

@@ -3,6 +3,7 @@ package fakehub
 import (
 	"bytes"
 	"crypto/sha1"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -288,6 +289,30 @@ func jsonAnswer(w http.ResponseWriter, status int, v any) {
 	w.Write(b)
 }
 
+// jsonAnswerCond answers a read of the API with v as the Hub does: a weak
+// ETag over the body, and 304 Not Modified to a request whose
+// If-None-Match holds it.
+func jsonAnswerCond(w http.ResponseWriter, r *http.Request, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		hubError(w, http.StatusInternalServerError, "", err.Error())
+		return
+	}
+	sum := sha256.Sum256(b)
+	etag := `W/"` + hex.EncodeToString(sum[:16]) + `"`
+	w.Header().Set("ETag", etag)
+	for _, m := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if m = strings.TrimSpace(m); m == etag || m == "*" || strings.TrimPrefix(m, "W/") == strings.TrimPrefix(etag, "W/") {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(b)
+}
+
 func hubTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // repoInfo answers /api/{type}s/{repo} and .../revision/{rev}.
@@ -357,7 +382,7 @@ func (h *Hub) repoInfo(w *recorder, r *http.Request, ref repoRef, rev string) {
 	if rp.typ == Space {
 		info["sdk"] = "static"
 	}
-	jsonAnswer(w, http.StatusOK, info)
+	jsonAnswerCond(w, r, info)
 }
 
 func boolParam(s string) bool {
@@ -504,7 +529,7 @@ func (h *Hub) tree(w *recorder, r *http.Request, ref repoRef, rest []string) {
 	if page == nil {
 		page = []treeEntry{}
 	}
-	jsonAnswer(w, http.StatusOK, page)
+	jsonAnswerCond(w, r, page)
 }
 
 // pathsInfo answers POST /api/{type}s/{repo}/paths-info/{rev} with form
@@ -564,7 +589,7 @@ func (h *Hub) pathsInfo(w *recorder, r *http.Request, ref repoRef, rev string) {
 			}
 		}
 	}
-	jsonAnswer(w, http.StatusOK, out)
+	jsonAnswerCond(w, r, out)
 }
 
 // xetToken answers GET .../xet-read-token/{rev} and .../xet-write-token/{rev}.

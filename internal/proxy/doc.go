@@ -154,7 +154,7 @@
 //	    answer = upstream reconstruction with that token (the authorisation)
 //	    check it (reconstruction.NewPlan), keep its terms
 //	    each upstream fetch entry -> one layout for all its ranges:
-//	        manifest of the xorb known (and > 1 chunk) -> LayoutRecords:
+//	        a cache, and the xorb's manifest known (> 1 chunk) -> LayoutRecords:
 //	            served bytes = uncompressed records (header with scheme
 //	            none + chunk) at their offsets in an uncompressed copy of
 //	            the whole xorb, computed from the manifest's sizes

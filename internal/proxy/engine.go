@@ -69,6 +69,11 @@ type Config struct {
 	// revision. 0 disables the memo: every request asks upstream.
 	AuthTTL time.Duration
 
+	// Terms, if not nil, keeps the terms of every file read whole and
+	// verified, for OpenCached (offline.go). Without it, or without a
+	// Cache, OpenCached always answers ErrNotCached.
+	Terms TermStore
+
 	// HashListMax bounds the work of StatHash: the entries (files and
 	// directories) it lists in a repo to find a Xet hash (default
 	// DefaultHashListMax). A larger repo is ErrListingTooLarge.
@@ -114,7 +119,8 @@ type Engine struct {
 	fills       *fillTable
 	fillBudget  *budget
 	fillTimeout time.Duration
-	memo        *memo // nil: disabled
+	memo        *memo     // nil: disabled
+	terms       TermStore // nil: OpenCached serves nothing
 	hashes      *hashIndexes
 	hashListMax int
 	stats       counters
@@ -185,6 +191,7 @@ func New(cfg Config) (*Engine, error) {
 			e.fillTimeout = DefaultFillTimeout
 		}
 	}
+	e.terms = cfg.Terms
 	if cfg.AuthTTL > 0 {
 		e.memo = newMemo(cfg.AuthTTL)
 	}

@@ -189,6 +189,7 @@ func (s *stream) usedKeys() []cache.Key {
 // staging store to the cache in the background.
 func (e *Engine) proved(s *stream) {
 	e.stats.fileProofs.Add(1)
+	e.keepTerms(s)
 	s.usedMu.Lock()
 	recs := s.unproven
 	s.unproven = nil

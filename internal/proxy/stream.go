@@ -79,8 +79,11 @@ type stream struct {
 	closed   sync.Once
 
 	// Cache bookkeeping.
-	memoKey  string                   // prefix of this stream's reconstruction memo keys
-	sources  [numSources]atomic.Int64 // output bytes by where their chunk came from
+	memoKey  string                                                             // prefix of this stream's reconstruction memo keys
+	src      chunkSource                                                        // where fetches come from: the engine's source, or cachedOnly
+	plans    func(reconstruction.ByteRange) (*reconstruction.ResponseV2, error) // nil: the CAS (offline: stored terms)
+	answers  []*reconstruction.ResponseV2                                       // a whole-file stream's answers, in block order, for the term store
+	sources  [numSources]atomic.Int64                                           // output bytes by where their chunk came from
 	usedMu   sync.Mutex
 	used     []cache.Key // fetch ranges read through the cache, for a purge
 	unproven []unproven  // chunks used before any proof (proof.go)
@@ -128,28 +131,38 @@ type slot struct {
 
 func (e *Engine) openXet(ctx context.Context, token string, meta *hub.FileMeta, offset, length uint64, whole bool) (io.ReadCloser, error) {
 	sctx, cancel := context.WithCancel(ctx)
+	s := e.newStream(sctx, cancel, e.auth(token, meta),
+		e.memo.key(token, meta.Repo, meta.TokenRevision(), "reconstruction", meta.XetHash.String()),
+		*meta.XetHash, offset, length, whole)
+	// The first block is planned here, so that the errors a client should
+	// get as a status (not found, refused, unreachable) come from Open.
+	first, err := s.planBlock(s.ctx, s.start, 0)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s.g.Go(func() error { return s.schedule(first) })
+	return s, nil
+}
+
+// newStream sets up a stream of bytes [offset, offset+length) of file on
+// sctx (cancel ends it); the caller plans its first block and starts the
+// scheduler.
+func (e *Engine) newStream(sctx context.Context, cancel context.CancelFunc, auth casclient.Auth, memoKey string, file merklehash.Hash, offset, length uint64, whole bool) *stream {
 	g, gctx := errgroup.WithContext(sctx)
-	s := &stream{
+	return &stream{
 		e: e, id: e.streams.Add(1), ctx: gctx, cancel: cancel, g: g,
-		auth:    e.auth(token, meta),
-		memoKey: e.memo.key(token, meta.Repo, meta.TokenRevision(), "reconstruction", meta.XetHash.String()),
-		file:    *meta.XetHash,
+		auth:    auth,
+		memoKey: memoKey,
+		file:    file,
 		start:   offset,
 		end:     offset + length,
 		verify:  whole,
 		budget:  newBudget(e.streamBuf),
 		blocks:  make(chan *block, 1),
 		needed:  -1, admitWake: make(chan struct{}),
+		src: e.source,
 	}
-	// The first block is planned here, so that the errors a client should
-	// get as a status (not found, refused, unreachable) come from Open.
-	first, err := s.planBlock(gctx, s.start, 0)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	g.Go(func() error { return s.schedule(first) })
-	return s, nil
 }
 
 // fail records the first error and stops everything.
@@ -215,7 +228,11 @@ func (s *stream) query(ctx context.Context, rng reconstruction.ByteRange, fresh 
 	key := s.memoKey + fmt.Sprintf("\x00%d-%d", rng.Start, rng.End)
 	var r *reconstruction.ResponseV2
 	var err error
-	if v, ok := s.e.memo.get(key); ok && !fresh {
+	if s.plans != nil {
+		if r, err = s.plans(rng); err != nil {
+			return nil, err
+		}
+	} else if v, ok := s.e.memo.get(key); ok && !fresh {
 		r = v.(*reconstruction.ResponseV2)
 	} else {
 		r, err = s.e.cas.Reconstruct(ctx, s.auth, s.file, &rng)
@@ -232,6 +249,9 @@ func (s *stream) query(ctx context.Context, rng reconstruction.ByteRange, fresh 
 	plan, err := reconstruction.NewPlan(r, rng.Len())
 	if err != nil {
 		return nil, &UpstreamError{Op: "reconstruction", Err: err}
+	}
+	if s.verify && s.plans == nil && s.e.terms != nil && !fresh {
+		s.answers = append(s.answers, r)
 	}
 	if plan.Size != rng.Len() {
 		return nil, &UpstreamError{Op: "reconstruction", Err: fmt.Errorf(
@@ -315,7 +335,7 @@ func (s *stream) run(f *fetch) error {
 }
 
 func (s *stream) download(f *fetch) error {
-	return s.e.source.fetch(s, f, f.blk.plan.Track(f.i), 0)
+	return s.src.fetch(s, f, f.blk.plan.Track(f.i), 0)
 }
 
 // publish makes chunk k of f visible to the reader.

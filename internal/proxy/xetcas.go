@@ -87,8 +87,8 @@ func (e *Engine) XetReadToken(ctx context.Context, token string, repo hub.Repo, 
 
 // CASReconstruct asks the upstream CAS how to rebuild bytes r (nil: all)
 // of file, with the caller's credential up, and lays out each fetch entry:
-// LayoutRecords when the xorb's manifest is known (the cache can answer,
-// and every chunk is checked), else LayoutUpstream. An answer upstream
+// LayoutRecords when the engine has a cache and knows the xorb's manifest
+// (the cache can answer, and every chunk is checked), else LayoutUpstream. An answer upstream
 // refused comes back as its casclient error (ErrNotFound, ErrUnauthorized,
 // ErrForbidden, ErrRangeNotSatisfiable), wrapped.
 func (e *Engine) CASReconstruct(ctx context.Context, up UpstreamCAS, file merklehash.Hash, r *reconstruction.ByteRange) (*CASAnswer, error) {
@@ -109,8 +109,9 @@ func (e *Engine) CASReconstruct(ctx context.Context, up UpstreamCAS, file merkle
 	slices.SortFunc(xorbs, merklehash.Hash.Compare)
 	for _, x := range xorbs {
 		var offs []uint64 // served offset of every chunk of x, when the manifest is known
-		if m := e.manifest(ctx, x); m != nil && m.Len() > 1 {
-			// (a one-chunk manifest does not prove its size, see cache.Manifest)
+		// Records only pay off with a cache to serve them from; a
+		// one-chunk manifest does not prove its size (cache.Manifest).
+		if m := e.manifest(ctx, x); e.cache != nil && m != nil && m.Len() > 1 {
 			offs = make([]uint64, m.Len()+1)
 			for i, s := range m.Sizes {
 				offs[i+1] = offs[i] + xorb.HeaderSize + uint64(s)
@@ -231,6 +232,9 @@ func (xr *xorbReader) Read(p []byte) (int, error) {
 		}
 		if len(xr.pending) == 0 {
 			if err := xr.advance(); err != nil {
+				if err == io.EOF { // the chunks ended before the window did
+					err = xr.integrity(errors.New("fewer bytes than the range served"))
+				}
 				xr.err = err
 				return 0, err
 			}

@@ -13,6 +13,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/xetproxy/xetproxy/internal/policy"
 )
 
 // maxAPIJSON bounds a JSON answer the API proxy rewrites in memory (the
@@ -31,9 +33,10 @@ var xetJSONFields = []string{"xetHash", "xetEnabled"}
 // X-Xet-* headers and xet Link rels dropped, and Link/Location URLs that
 // point at the Hub moved to the proxy's own origin.
 type apiProxy struct {
-	hub  *url.URL
-	auth *authPolicy
-	rp   *httputil.ReverseProxy
+	hub    *url.URL
+	auth   *authPolicy
+	policy *policy.Policy // repo policy; nil allows all
+	rp     *httputil.ReverseProxy
 	// keepXet keeps xetHash and xetEnabled in JSON answers (Xet mode:
 	// the proxy is the CAS those fields lead clients to).
 	keepXet bool
@@ -44,6 +47,9 @@ type apiCtxKey struct{}
 type apiCtx struct {
 	token  string
 	origin string // scheme://host of the proxy as the client reached it
+	// listType is set for a search listing under an active repo policy:
+	// the answer's entries are filtered by it (filterListing).
+	listType string
 }
 
 func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, log *slog.Logger) *apiProxy {
@@ -74,7 +80,13 @@ func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, lo
 			if c != nil {
 				origin = c.origin
 			}
-			return rewriteAPIResponse(resp, hub, origin, p.keepXet)
+			if err := rewriteAPIResponse(resp, hub, origin, p.keepXet); err != nil {
+				return err
+			}
+			if c != nil && c.listType != "" {
+				return filterListing(resp, c.listType, p.policy)
+			}
+			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			writeError(w, r, classify(r.Context(), err))
@@ -87,12 +99,21 @@ func newAPIProxy(hub *url.URL, transport http.RoundTripper, auth *authPolicy, lo
 func (p *apiProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setRoute(r, "api")
 	// Read-only whoever asks: the route is judged before the credentials.
-	if allow, aerr := checkAPIRoute(r.Method, strings.TrimPrefix(r.URL.EscapedPath(), "/api/")); aerr != nil {
+	allow, target, aerr := routeAPI(r.Method, strings.TrimPrefix(r.URL.EscapedPath(), "/api/"))
+	if aerr != nil {
 		if allow != nil {
 			w.Header().Set("Allow", strings.Join(allow, ", "))
 		}
 		writeError(w, r, aerr)
 		return
+	}
+	if target.repo != "" && !p.policy.Allows(target.typ, target.repo) {
+		writeError(w, r, errRepoNotAllowed())
+		return
+	}
+	listType := ""
+	if target.listing && p.policy.Active() {
+		listType = target.typ
 	}
 	token, _, aerr := p.auth.upstreamToken(r)
 	if aerr != nil {
@@ -109,7 +130,7 @@ func (p *apiProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body, r.ContentLength, r.TransferEncoding = io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 	}
-	ctx := context.WithValue(r.Context(), apiCtxKey{}, &apiCtx{token: token, origin: requestOrigin(r)})
+	ctx := context.WithValue(r.Context(), apiCtxKey{}, &apiCtx{token: token, origin: requestOrigin(r), listType: listType})
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 

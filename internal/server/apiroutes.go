@@ -59,27 +59,47 @@ var repoReadActions = map[string]struct {
 // allow set for a read route asked with another method, 403 ReadOnlyProxy
 // for everything else.
 func checkAPIRoute(method, rest string) (allow []string, err *apiError) {
+	allow, _, err = routeAPI(method, rest)
+	return allow, err
+}
+
+// apiTarget is what a forwarded /api route reads: one repo (typ and repo
+// set), a search listing of a type (listing set), or neither (whoami).
+type apiTarget struct {
+	typ     string // model, dataset or space
+	repo    string // "name" or "namespace/name"; "" when no single repo
+	listing bool
+}
+
+// routeAPI is checkAPIRoute that also says what the route reads, for the
+// repo policy.
+func routeAPI(method, rest string) (allow []string, target apiTarget, err *apiError) {
 	raw := strings.Split(rest, "/")
 	segs := make([]string, len(raw))
 	for i, s := range raw {
 		u, err := unescapeSegment(s)
 		if err != nil {
-			return nil, err
+			return nil, target, err
 		}
 		segs[i] = u
 	}
-	methods := apiReadMethods(segs)
+	methods, nrepo := apiReadMethods(segs)
 	if methods == nil {
-		return nil, errReadOnly()
+		return nil, target, errReadOnly()
+	}
+	if segs[0] != "whoami-v2" {
+		target.typ, _ = typePrefix(segs[:1]) // models, datasets, spaces
+		target.listing = nrepo == 0
+		target.repo = strings.Join(segs[1:1+nrepo], "/")
 	}
 	for _, m := range methods {
 		if m == method {
-			return nil, nil
+			return nil, target, nil
 		}
 	}
 	e := newAPIError(http.StatusMethodNotAllowed, "ReadOnlyProxy",
 		"this route is read-only through the proxy; allowed: "+strings.Join(methods, ", "))
-	return methods, e
+	return methods, target, e
 }
 
 // unescapeSegment decodes one path segment and refuses what could move a
@@ -107,18 +127,19 @@ func unescapeSegment(s string) (string, *apiError) {
 }
 
 // apiReadMethods returns the methods allowed on the unescaped segments of
-// an /api path, or nil when the path is not a read route.
-func apiReadMethods(segs []string) []string {
+// an /api path, or nil when the path is not a read route, and how many
+// segments after the type name the repo (0: none).
+func apiReadMethods(segs []string) ([]string, int) {
 	if len(segs) == 1 && segs[0] == "whoami-v2" {
-		return readMethods
+		return readMethods, 0
 	}
 	switch segs[0] {
 	case "models", "datasets", "spaces":
 	default:
-		return nil
+		return nil, 0
 	}
 	if len(segs) == 1 {
-		return readMethods
+		return readMethods, 0
 	}
 	// A repo id is "name" or "namespace/name", so a path can read two
 	// ways: /api/models/a/b/paths-info/x is paths-info of a/b, or action
@@ -134,7 +155,7 @@ func apiReadMethods(segs []string) []string {
 		}
 		rest := segs[1+nrepo:]
 		if len(rest) == 0 {
-			return readMethods
+			return readMethods, nrepo
 		}
 		a, ok := repoReadActions[rest[0]]
 		if !ok {
@@ -157,9 +178,9 @@ func apiReadMethods(segs []string) []string {
 				continue
 			}
 		}
-		return a.methods
+		return a.methods, nrepo
 	}
-	return nil
+	return nil, 0
 }
 
 func validRepoSegments(segs []string) bool {

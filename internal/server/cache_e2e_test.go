@@ -73,6 +73,7 @@ type cacheProxy struct {
 	t       *testing.T
 	url     string
 	eng     *proxy.Engine
+	srv     *server.Server
 	metrics *server.Metrics
 	stop    func()
 }
@@ -113,7 +114,7 @@ func startCacheProxy(t *testing.T, hubURL string, mod func(*server.Config)) *cac
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, metrics: metrics}
+	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, srv: srv, metrics: metrics}
 	var once sync.Once
 	p.stop = func() {
 		once.Do(func() {
@@ -583,7 +584,7 @@ func TestCacheConfig(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, []string{"--cache-dir", dir, "--cache-size", "0"}, "cache-size"},
+		{nil, []string{"--cache-dir", dir, "--cache-size", "-1"}, "cache-size"},
 		{nil, []string{"--cache-memory", "-1"}, "cache-memory"},
 		{nil, []string{"--auth-cache-ttl", "-1s"}, "auth-cache-ttl"},
 		{nil, []string{"--s3-path-style"}, "s3-bucket"},

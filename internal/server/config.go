@@ -15,6 +15,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/castoken"
 	"github.com/xetproxy/xetproxy/internal/engineconf"
+	"github.com/xetproxy/xetproxy/internal/metacache"
 )
 
 // Config is everything `xetproxy serve` can be told. Flags take their
@@ -77,6 +78,18 @@ type Config struct {
 	// revision; 0 asks upstream on every request.
 	AuthTTL time.Duration
 
+	// Allow and Deny are the repo policy globs (package policy); AuditKey
+	// keys the caller digest of the download log lines (env only).
+	Allow, Deny []string
+	AuditKey    string
+	// Metadata cache and offline mode (offline.go): Revalidate is how long
+	// an answer about a branch or tag is used before it is asked again;
+	// Offline serves from the caches only; UpstreamGrace is how long the
+	// Hub may be unreachable before the server goes offline by itself
+	// (0 = DefaultUpstreamGrace).
+	Revalidate    time.Duration
+	Offline       bool
+	UpstreamGrace time.Duration
 	// Xet serves the Xet protocol to Xet clients (docs/operations.md,
 	// "Xet clients"): Xet metadata kept in Hub answers, the xet-read-token
 	// route answered with the proxy's own CAS token, /cas served. false
@@ -93,6 +106,9 @@ type Config struct {
 	XetURLTTL   time.Duration
 
 	envErrs []error // malformed environment values, reported by Validate
+	// health is the upstream state of the server of this Config: Engine
+	// makes it (and puts it on the engine's transport), New adopts it.
+	health *metacache.Health
 }
 
 // Default values of the settings that have no environment variable.
@@ -153,9 +169,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.DurationVar(&c.UpstreamTimeout, "upstream-timeout", c.UpstreamTimeout, "deadline for the first upstream step of a download (resolve, token, first bytes); past it 504")
 	c.StallTimeout = DefaultStallTimeout
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", c.StallTimeout, "drop a client that accepts no byte for this long")
-	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", ""), "disk chunk cache directory; empty = no disk cache (env XETPROXY_CACHE_DIR)")
-	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "10GiB"))
-	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity (env XETPROXY_CACHE_SIZE)")
+	fs.StringVar(&c.CacheDir, "cache-dir", env("XETPROXY_CACHE_DIR", DefaultCacheDir(getenv)), "disk chunk cache directory; --cache-dir \"\" = no disk cache (env XETPROXY_CACHE_DIR)")
+	c.CacheSize = c.envSize("XETPROXY_CACHE_SIZE", env("XETPROXY_CACHE_SIZE", "0"))
+	fs.Var((*sizeFlag)(&c.CacheSize), "cache-size", "disk chunk cache capacity; 0 = min(10GiB, half the free space at start) (env XETPROXY_CACHE_SIZE)")
 	c.CacheMemory = c.envSize("XETPROXY_CACHE_MEMORY", env("XETPROXY_CACHE_MEMORY", "0"))
 	fs.Var((*sizeFlag)(&c.CacheMemory), "cache-memory", "in-process chunk cache in front of the others, e.g. 512MiB; 0 = none (env XETPROXY_CACHE_MEMORY)")
 	fs.StringVar(&c.S3Endpoint, "s3-endpoint", env("XETPROXY_S3_ENDPOINT", ""), "shared S3/R2 cache tier endpoint (env XETPROXY_S3_ENDPOINT)")
@@ -170,6 +186,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	c.S3SecretAccessKey = strings.TrimSpace(getenv("AWS_SECRET_ACCESS_KEY"))
 	c.AuthTTL = c.envDuration("XETPROXY_AUTH_CACHE_TTL", env("XETPROXY_AUTH_CACHE_TTL", DefaultAuthTTL.String()))
 	fs.DurationVar(&c.AuthTTL, "auth-cache-ttl", c.AuthTTL, "reuse a caller's positive Hub/CAS answers (resolve, reconstruction) this long; 0 = ask every time (env XETPROXY_AUTH_CACHE_TTL)")
+	c.registerPolicyFlags(fs, getenv)
+	c.registerOfflineFlags(fs, env)
 	c.Xet = c.envBool("XETPROXY_XET", env("XETPROXY_XET", "true"))
 	fs.BoolVar(&c.Xet, "xet", c.Xet, "serve Xet clients as their CAS (token route, /cas); false strips all Xet metadata (env XETPROXY_XET)")
 	c.SigningKey = strings.TrimSpace(getenv("XETPROXY_SIGNING_KEY"))
@@ -185,9 +203,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 // counted), c.ReadAhead is the per-stream buffer and c.MaxBuffer the
 // engine-wide one.
 func (c *Config) Engine(transport http.RoundTripper, log *slog.Logger) engineconf.Config {
+	if transport == nil {
+		transport = engineconf.NewTransport()
+	}
 	return engineconf.Config{
 		HubURL:    c.HubURL,
-		Transport: transport,
+		Transport: c.upstreamHealth().Transport(transport),
 		ReadAhead: c.ReadAhead,
 		MaxBuffer: c.MaxBuffer,
 		AuthTTL:   c.AuthTTL,
@@ -288,9 +309,7 @@ func (c *Config) Validate() error {
 	if c.CacheSize < 0 {
 		bad("cache-size must not be negative")
 	}
-	if c.CacheDir != "" && c.CacheSize == 0 {
-		bad("cache-size must be positive with --cache-dir (or leave --cache-dir empty for no disk cache)")
-	}
+	c.validateOffline(bad)
 	if c.CacheMemory < 0 || c.S3Queue < 0 {
 		bad("cache-memory and s3-queue must not be negative")
 	}
@@ -313,6 +332,9 @@ func (c *Config) Validate() error {
 			bad("s3: %v", err)
 		}
 	}
+	if err := c.validatePolicy(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -327,6 +349,8 @@ func (c *Config) Redacted() []any {
 		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
 		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
+		"allow", c.Allow, "deny", c.Deny, "audit_key_set", c.AuditKey != "",
+		"revalidate", c.Revalidate.String(), "offline", c.Offline, "upstream_grace", c.UpstreamGrace.String(),
 		"xet", c.Xet, "signing_key_set", c.SigningKey != "",
 	}
 }

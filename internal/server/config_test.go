@@ -32,8 +32,38 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if c.Listen != ":8080" || c.HubURL != "https://huggingface.co" || c.ServerTokenEnabled || c.DrainTimeout != 10*time.Minute ||
 		c.LogFormat != "text" || c.LogLevel != "info" || c.MaxDownloads != 64 || c.MaxBuffer != 1<<30 ||
-		c.MetricsListen != "" || c.CacheSize != 10<<30 || c.ReadAhead != DefaultReadAhead {
+		c.MetricsListen != "" || c.CacheSize != 0 || c.ReadAhead != DefaultReadAhead ||
+		c.CacheDir != "" || c.Revalidate != 5*time.Minute || c.Offline || c.UpstreamGrace != 30*time.Second {
 		t.Errorf("defaults: %+v", c)
+	}
+}
+
+// TestConfigCacheDirDefault: the disk cache is on without flags, in the
+// user's cache directory; --cache-dir "" turns it off.
+func TestConfigCacheDirDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"}, nil, "/x/cache/xetproxy"},
+		{map[string]string{"HOME": "/home/u"}, nil, "/home/u/.cache/xetproxy"},
+		{map[string]string{"HOME": "/home/u", "XETPROXY_CACHE_DIR": "/srv/c"}, nil, "/srv/c"},
+		{map[string]string{"HOME": "/home/u", "XETPROXY_CACHE_DIR": ""}, nil, "/home/u/.cache/xetproxy"},
+		{map[string]string{"HOME": "/home/u"}, []string{"--cache-dir", ""}, ""},
+		{map[string]string{"HOME": "/home/u"}, []string{"--cache-dir", "/d"}, "/d"},
+		{map[string]string{"XETPROXY_OFFLINE": "true", "XETPROXY_REVALIDATE": "1m", "XETPROXY_UPSTREAM_GRACE": "2s"}, nil, ""},
+	} {
+		c, err := parseConfig(t, tc.env, tc.args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.CacheDir != tc.want {
+			t.Errorf("env %v args %v: cache dir %q, want %q", tc.env, tc.args, c.CacheDir, tc.want)
+		}
+		if tc.env["XETPROXY_OFFLINE"] != "" && (!c.Offline || c.Revalidate != time.Minute || c.UpstreamGrace != 2*time.Second) {
+			t.Errorf("offline settings from the environment: %v %v %v", c.Offline, c.Revalidate, c.UpstreamGrace)
+		}
 	}
 }
 

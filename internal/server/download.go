@@ -43,11 +43,16 @@ func hubRepo(typ, id string) hub.Repo { return hub.Repo{Type: hub.RepoType(typ),
 
 // serveFile answers a download of ref (the /download and resolve routes).
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef, disposition string) {
+	dl, ok := s.beginDownload(w, r, ref.repoType, ref.repoID, ref.revision, ref.path, "")
+	if !ok {
+		return
+	}
 	token, _, aerr := s.auth.upstreamToken(r)
 	if aerr != nil {
 		writeError(w, r, aerr)
 		return
 	}
+	dl.tokenUsed = token != ""
 	d := s.newDownload(r)
 	defer d.cancel(nil)
 	meta, err := s.engine.Stat(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.path)
@@ -63,11 +68,16 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, ref *fileRef,
 
 // serveHash answers /download-hash.
 func (s *Server) serveHash(w http.ResponseWriter, r *http.Request, ref *hashRef) {
+	dl, ok := s.beginDownload(w, r, ref.repoType, ref.repoID, ref.revision, ref.filename, ref.hash.String())
+	if !ok {
+		return
+	}
 	token, _, aerr := s.auth.upstreamToken(r)
 	if aerr != nil {
 		writeError(w, r, aerr)
 		return
 	}
+	dl.tokenUsed = token != ""
 	d := s.newDownload(r)
 	defer d.cancel(nil)
 	meta, err := s.statHash(d.ctx, token, hubRepo(ref.repoType, ref.repoID), ref.revision, ref.hash)
@@ -107,6 +117,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, d *download, err e
 // deliver answers with the file described by meta: the representation
 // headers, the conditional requests and Range, then the bytes.
 func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, token string, meta *hub.FileMeta, name, disposition string) {
+	dl := downloadAudit(r)
+	if dl != nil {
+		dl.commit = meta.Commit
+	}
 	size := meta.Size
 	etag := quoteETag(meta.ETag)
 	h := w.Header()
@@ -115,6 +129,7 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	if meta.Commit != "" {
 		h.Set("X-Repo-Commit", meta.Commit)
 	}
+	s.markOffline(h)
 	if isSHA256(meta.ETag) {
 		// what the Hub sends for LFS/Xet files; clients key their caches on it
 		h.Set("X-Linked-Etag", etag)
@@ -149,6 +164,12 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		}
 	}
 	h.Set("Content-Length", itoa(sp.length))
+	if r.Method == http.MethodHead {
+		if err := s.checkOffline(d.ctx, meta); err != nil {
+			s.fail(w, r, d, err)
+			return
+		}
+	}
 	if r.Method == http.MethodHead || sp.length == 0 {
 		d.timer.Stop()
 		w.WriteHeader(status)
@@ -199,6 +220,9 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	// trailers, to clients that accept them (TE: trailers). Those get a
 	// chunked body instead of Content-Length, as HTTP/1.1 requires.
 	src, _ := body.(proxy.SourceReporter)
+	if dl != nil {
+		dl.src = src
+	}
 	if src != nil && acceptsTrailers(r) {
 		h.Del("Content-Length")
 		h.Set("Trailer", trailerCacheBytes+", "+trailerSharedBytes)
@@ -211,7 +235,12 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 	info := infoFrom(r.Context())
 	rc := http.NewResponseController(w)
 	var written int64
-	defer func() { s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written)) }()
+	defer func() {
+		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written))
+		if dl != nil {
+			dl.written = written
+		}
+	}()
 	for {
 		if n > 0 {
 			if n64 := int64(n); written+n64 > sp.length {

@@ -60,6 +60,7 @@ var (
 //	*apiError (our own decisions)          as built
 //	client gone (request context canceled) 499, logged at debug, nothing sent
 //	errOverloaded                          503 + Retry-After
+//	offline, not in the caches             503 (code NotCachedOffline) + Retry-After
 //	Hub answers (*hub.Error)               4xx kept as the Hub gave them, with its X-Error-Code
 //	                                       and X-Repo-Commit; 429 kept with Retry-After; 5xx → 502
 //	range not satisfiable                  416
@@ -81,6 +82,9 @@ func classify(ctx context.Context, err error) *apiError {
 		e := newAPIError(http.StatusServiceUnavailable, "Overloaded", "too many downloads in progress, retry later")
 		e.RetryAfter = retryAfterSeconds
 		e.cause = err
+		return e
+	}
+	if e := classifyOffline(err); e != nil {
 		return e
 	}
 	if e := classifyUpstream(err); e != nil {

@@ -36,6 +36,8 @@ type Metrics struct {
 	upstreamBytes   *prometheus.CounterVec
 	upstreamLatency *prometheus.HistogramVec
 	upstreamRetries *prometheus.CounterVec
+	downloads       *prometheus.CounterVec // by repo_type, outcome (audit.go)
+	downloadBytes   *prometheus.CounterVec // by repo_type, source (audit.go)
 }
 
 // NewMetrics creates the metrics on a new registry, together with the Go
@@ -84,12 +86,18 @@ func NewMetrics(version string) *Metrics {
 			Name: "xetproxy_upstream_retries_total", Help: "Upstream requests repeated after a retryable failure, by target.",
 		}, []string{"target"}),
 	}
+	m.downloads = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xetproxy_downloads_total", Help: "Requests on the download routes that named a repo, by repo type and outcome (ok, refused, unauthorized, not_found, client_error, overloaded, upstream_error, aborted, client_gone).",
+	}, []string{"repo_type", "outcome"})
+	m.downloadBytes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xetproxy_download_bytes_total", Help: "File bytes sent by the download routes, by repo type and where they came from (cache, shared = another request's fill, upstream).",
+	}, []string{"repo_type", "source"})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "xetproxy_build_info", Help: "Always 1; the version label tells the build.",
 	}, []string{"version"})
 	build.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.requests, m.duration, m.servedBytes, m.inFlight, m.rejected, m.reserved,
-		m.firstByte, m.aborted, m.upstreamReqs, m.upstreamBytes, m.upstreamLatency, m.upstreamRetries, build,
+		m.firstByte, m.aborted, m.upstreamReqs, m.upstreamBytes, m.upstreamLatency, m.upstreamRetries, m.downloads, m.downloadBytes, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

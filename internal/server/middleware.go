@@ -24,6 +24,9 @@ type reqInfo struct {
 	err    error  // why the request failed, for the log line
 	quiet  bool   // log at debug (health checks, metrics scrapes)
 	served atomic.Int64
+
+	// dl is set by the download routes: the line is "download" (audit.go).
+	dl *dlAudit
 }
 
 type ctxKey struct{}
@@ -185,6 +188,11 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeR
 			if info.err != nil {
 				attrs = append(attrs, "error", info.err.Error())
 			}
+			msg := "request"
+			if info.dl != nil {
+				msg = "download"
+				attrs = append(attrs, info.dl.finish(status, p != nil || cut)...)
+			}
 			level := slog.LevelInfo
 			switch {
 			case cut:
@@ -194,7 +202,7 @@ func instrument(next http.Handler, log *slog.Logger, m *Metrics, active *activeR
 			case status >= 500 || p != nil:
 				level = slog.LevelWarn
 			}
-			log.Log(r.Context(), level, "request", attrs...)
+			log.Log(r.Context(), level, msg, attrs...)
 			if p != nil {
 				panic(p)
 			}

@@ -12,7 +12,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/metacache"
+	"github.com/xetproxy/xetproxy/internal/policy"
+	"github.com/xetproxy/xetproxy/internal/warm"
 )
 
 // Options wire a Server. Config must have passed Validate.
@@ -39,9 +44,19 @@ type Server struct {
 	auth    *authPolicy
 	adm     *admission
 	api     *apiProxy
+	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
+	audit   *auditor       // download log fields, metrics and top repos (audit.go)
 	xet     *xetCAS // nil: Xet mode off
 	active  activeRequests
+	warm    *warm.Manager
 	handler http.Handler
+	started time.Time
+	status  statusSources // inputs of the status page (status.go)
+	// listenAddr is the address Serve listens on, for the status page.
+	listenAddr atomic.Pointer[string]
+	upstream   *metacache.Health // upstream state, offline mode (offline.go)
+	base       Engine            // the engine under the metadata cache: its cache counters
+	meta       *metacache.Cache  // metadata answers of the Hub
 }
 
 // New builds a Server from opts.
@@ -63,6 +78,7 @@ func New(opts Options) (*Server, error) {
 		metrics: opts.Metrics,
 		version: opts.Version,
 		hub:     hub,
+		started: time.Now(),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -74,9 +90,44 @@ func New(opts Options) (*Server, error) {
 	if tr == nil {
 		tr = s.metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), s.cfg.HubURL)
 	}
+	s.base = s.engine
+	if s.engine, err = s.withMetaCache(s.engine); err != nil {
+		return nil, err
+	}
 	s.auth = newAuthPolicy(&s.cfg)
 	s.adm = newAdmission(&s.cfg, s.metrics)
-	s.api = newAPIProxy(hub, tr, s.auth, s.log)
+	s.api = newAPIProxy(hub, s.meta.Transport(s.upstream.Transport(tr)), s.auth, s.log)
+	if s.policy, err = policy.New(s.cfg.Allow, s.cfg.Deny); err != nil {
+		return nil, err
+	}
+	s.api.policy = s.policy
+	s.audit = newAuditor(s.cfg.AuditKey, s.metrics)
+	// The status page's sources owned by other components; a nil one
+	// shows as unknown.
+	s.status = statusSources{
+		topRepos: func(n int, includePrivate bool) []statusRepo {
+			top := s.TopRepos(n, includePrivate)
+			out := make([]statusRepo, len(top))
+			for i, r := range top {
+				out[i] = statusRepo(r)
+			}
+			return out
+		},
+		warmJobs: func() []statusJob {
+			jobs := s.WarmJobs()
+			out := make([]statusJob, len(jobs))
+			for i, j := range jobs {
+				out[i] = statusJob{ID: j.ID, Type: j.RepoType, Repo: j.Repo, Revision: j.Revision, State: j.State,
+					FilesDone: j.FilesDone, FilesTotal: j.FilesTotal, Bytes: j.BytesDone}
+			}
+			return out
+		},
+		upstream: func() statusUpstream {
+			u := s.UpstreamState()
+			return statusUpstream{Known: true, Offline: u.Offline, Since: u.Since, LastOK: u.LastOK, LastError: u.LastError}
+		},
+	}
+	s.warm = s.newWarmManager()
 	if s.xet, err = newXetCAS(&s.cfg, opts, s.log); err != nil {
 		return nil, err
 	}
@@ -155,7 +206,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 		infoFrom(r.Context()).quiet = true
 		s.metrics.Handler().ServeHTTP(w, r)
 	case p == "/" || p == "/index.html":
-		s.usage(w, r)
+		s.serveStatus(w, r)
+	case p == "/admin/warm":
+		s.adminWarm(w, r)
 	case s.xet != nil && strings.HasPrefix(p, "/api/") && s.xetTokenRoute(w, r, strings.TrimPrefix(p, "/api/")):
 	case strings.HasPrefix(p, "/api/"):
 		s.api.ServeHTTP(w, r)
@@ -241,7 +294,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, r, http.StatusServiceUnavailable, map[string]string{"status": "unavailable", "reason": why})
 		return
 	}
-	writeJSON(w, r, http.StatusOK, map[string]string{"status": "ready"})
+	status, reason := s.readyState()
+	body := map[string]string{"status": status}
+	if reason != "" {
+		body["reason"] = reason
+	}
+	writeJSON(w, r, http.StatusOK, body)
 }
 
 func writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
@@ -299,7 +357,9 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	if ms != nil {
 		start(ms, metricsLn)
 	}
-	s.log.Info("serving", "addr", ln.Addr().String(), "version", s.version)
+	addr := ln.Addr().String()
+	s.listenAddr.Store(&addr)
+	s.log.Info("serving", "addr", addr, "version", s.version)
 
 	var serveErr error
 	select {
@@ -307,6 +367,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 	case serveErr = <-errc:
 	}
 	s.adm.setDraining()
+	s.stopWarm()
 	s.log.Info("draining", "in_flight", s.adm.inFlight(), "deadline", s.cfg.DrainTimeout.String())
 	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
@@ -330,6 +391,7 @@ func (s *Server) Serve(ctx context.Context, ln, metricsLn net.Listener) error {
 		scancel()
 	}
 	wg.Wait()
+	s.waitWarm()
 	if serveErr != nil {
 		return serveErr
 	}

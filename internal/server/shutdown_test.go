@@ -128,7 +128,7 @@ func TestDrainDeadlineLogsCutRequests(t *testing.T) {
 	var cut []map[string]any
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "request" && m["path"] == "/download/org/m/model.safetensors" {
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "download" && m["path"] == "/download/org/m/model.safetensors" {
 			cut = append(cut, m)
 		}
 	}

@@ -98,13 +98,6 @@ func newXetCAS(cfg *Config, opts Options, log *slog.Logger) (*xetCAS, error) {
 	return x, nil
 }
 
-// casRepoAllowed is the one place where a repo policy decides whether Xet
-// clients may use repo through the proxy (the token route and every CAS
-// call ask it); nil allows.
-func (s *Server) casRepoAllowed(repoType, repoID string) *apiError {
-	return nil
-}
-
 // callerDigest identifies the upstream credential of a request without
 // keeping it.
 func callerDigest(token string) castoken.Caller {
@@ -177,7 +170,7 @@ func (s *Server) xetTokenRoute(w http.ResponseWriter, r *http.Request, rest stri
 		writeError(w, r, aerr)
 		return true
 	}
-	if aerr := s.casRepoAllowed(typ, repo); aerr != nil {
+	if aerr := s.repoAllowed(typ, repo); aerr != nil {
 		writeError(w, r, aerr)
 		return true
 	}

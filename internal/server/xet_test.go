@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -391,6 +392,17 @@ func TestXetTokenRoute(t *testing.T) {
 	if a := f.do("GET", f.ts.URL+"/api/models/org/pub/xet-read-token/main", "Authorization", "Bearer "+readerToken); a.status != 200 {
 		t.Errorf("repo-qualified route: %d", a.status)
 	}
+	// a revision with slashes, encoded (xet-core) or raw (huggingface_hub)
+	if err := f.fh.CreateBranch("org/pub", "refs/pr/7", "main"); err != nil {
+		t.Fatal(err)
+	}
+	for _, rev := range []string{"refs%2Fpr%2F7", "refs/pr/7"} {
+		a, tb := f.token("models/org/pub", rev)
+		at, err := f.sealer.OpenAccess(tb.AccessToken, time.Now())
+		if a.status != 200 || err != nil || at.Revision != "refs/pr/7" || at.RepoID != "org/pub" || at.RepoType != "model" {
+			t.Errorf("revision %s: %d %+v %v", rev, a.status, at, err)
+		}
+	}
 	// writes stay refused whoever asks
 	for _, hdr := range [][]string{nil, bearer(readerToken), {"X-Proxy-Key", proxyKey}} {
 		a := f.do("GET", f.ts.URL+"/api/models/org/pub/xet-write-token/main", hdr...)
@@ -598,6 +610,22 @@ func TestXetXorbTickets(t *testing.T) {
 	} {
 		if a := f.do("GET", u2, "Range", span(rg.Bytes.Start, rg.Bytes.End)); a.status != 403 {
 			t.Errorf("%s: %d %s", name, a.status, a.body)
+		}
+	}
+	// a ticket whose served range promises more than its chunks hold (only
+	// a bug could seal one) ends in a cut connection, never a short answer
+	long := *tk
+	long.Ranges = append([]castoken.Range(nil), tk.Ranges...)
+	long.Ranges[0].Served.End += 100
+	req, _ := http.NewRequest("GET", f.ts.URL+"/cas/xorbs/"+x.String()+"?t="+f.sealer.SealTicket(&long), nil)
+	req.Header.Set("Range", span(long.Ranges[0].Served.Start, long.Ranges[0].Served.End))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		b, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil && resp.StatusCode == 206 && uint64(len(b)) == long.Ranges[0].Served.Len() {
+			t.Error("a range longer than its chunks was answered whole")
+		} else if resp.StatusCode != 206 {
+			t.Errorf("long range: %d", resp.StatusCode)
 		}
 	}
 	// the URL never carries an Authorization and needs none; a CAS token
@@ -1012,6 +1040,54 @@ func TestXetMultiRangeEntry(t *testing.T) {
 		one := f.do("GET", entry.URL, "Range", fmt.Sprintf("bytes=%d-%d", rg.Bytes.Start, rg.Bytes.End))
 		if !bytes.Equal(got, one.body) || uint64(len(got)) != rg.Bytes.Len() {
 			t.Fatalf("part %d differs from the single-range answer", i)
+		}
+	}
+}
+
+// TestXetRepoPolicy: the token route and the reconstructions of a refused
+// repo are 403 RepoNotAllowed and ask nothing upstream, even with a CAS
+// token another instance (same key, no policy) issued for that repo.
+func TestXetRepoPolicy(t *testing.T) {
+	f := newXetFixture(t, false, nil)
+	tb := f.mustToken("models/org/pub")
+	file := f.files["org/pub/big.bin"]
+	cfg := testConfig(f.hub.URL)
+	cfg.Xet, cfg.SigningKey = true, xetTestKey
+	cfg.Deny = []string{"model/org/pub"}
+	eng, _ := testEngine(t, cfg, engineOptions{})
+	s, err := New(Options{Config: cfg, Engine: eng, Version: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	defer ts.Close()
+	f.fh.ResetStats()
+	for _, c := range []struct{ what, path string }{
+		{"token route", "/api/models/org/pub/xet-read-token/main"},
+		{"v2 reconstruction", "/cas/v2/reconstructions/" + file.hash.String()},
+		{"v1 reconstruction", "/cas/v1/reconstructions/" + file.hash.String()},
+	} {
+		a := f.do("GET", ts.URL+c.path, "Authorization", "Bearer "+tb.AccessToken)
+		if a.status != http.StatusForbidden || a.header.Get("X-Error-Code") != "RepoNotAllowed" {
+			t.Errorf("%s of a denied repo: %d %q, want 403 RepoNotAllowed", c.what, a.status, a.header.Get("X-Error-Code"))
+		}
+	}
+	// the same token still works where the repo is allowed
+	if a := f.do("GET", f.ts.URL+"/cas/v2/reconstructions/"+file.hash.String(), "Authorization", "Bearer "+tb.AccessToken); a.status != 200 {
+		t.Errorf("reconstruction where allowed: %d", a.status)
+	}
+	// fakehub logs a request after it answered: wait for the allowed one,
+	// which came after every refused one
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(f.fh.Requests(), func(r fakehub.Request) bool { return strings.Contains(r.Path, "reconstructions") }) {
+		if time.Now().After(deadline) {
+			t.Fatal("fakehub never logged the allowed reconstruction")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, r := range f.fh.Requests() {
+		if !strings.Contains(r.Path, "reconstructions") {
+			t.Errorf("a refused request reached upstream: %s %s", r.Method, r.Path)
 		}
 	}
 }

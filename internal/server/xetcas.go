@@ -74,7 +74,7 @@ func (s *Server) casReconstruction(w http.ResponseWriter, r *http.Request, id st
 		writeError(w, r, errCASToken(err))
 		return
 	}
-	if aerr := s.casRepoAllowed(at.RepoType, at.RepoID); aerr != nil {
+	if aerr := s.repoAllowed(at.RepoType, at.RepoID); aerr != nil {
 		writeError(w, r, aerr)
 		return
 	}

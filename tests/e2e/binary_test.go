@@ -63,7 +63,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	ln.Close()
 	var stderr syncBuffer
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--drain-timeout", "60s", "--log-format", "json", "--read-ahead", "1MiB")
-	cmd.Env = append(os.Environ(), "HF_TOKEN=", "XETPROXY_API_KEYS=")
+	cmd.Env = append(os.Environ(), "HF_TOKEN=", "XETPROXY_API_KEYS=", "XETPROXY_CACHE_DIR="+t.TempDir())
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -149,9 +149,11 @@ func TestServeConfigErrors(t *testing.T) {
 		{[]string{"--server-token-enabled"}, []string{"HF_TOKEN=hf_x"}, "API key"},
 		{[]string{"--hub-url", "ftp://x"}, nil, "hub-url"},
 		{nil, []string{"XETPROXY_MAX_DOWNLOADS=lots"}, "XETPROXY_MAX_DOWNLOADS"},
+		{nil, []string{"XETPROXY_ALLOW=model/ok/*,models/x"}, `allow: repo glob "models/x"`},
+		{[]string{"--deny", "model/[x"}, nil, `deny: repo glob "model/[x"`},
 	} {
 		cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0"}, tc.args...)...)
-		cmd.Env = append(os.Environ(), tc.env...)
+		cmd.Env = append(os.Environ(), append(tc.env, "XETPROXY_CACHE_DIR="+t.TempDir())...)
 		out, err := cmd.CombinedOutput()
 		ee, ok := err.(*exec.ExitError)
 		if !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), tc.want) {

@@ -34,6 +34,12 @@ export interface WorkerVars {
   XETPROXY_SERVER_TOKEN_ENABLED?: string;
   /** Secret. Comma-separated proxy API keys. */
   XETPROXY_API_KEYS?: string;
+  /** Comma-separated repo globs the proxy serves only, e.g. "model/meta-llama/*,dataset/*". */
+  XETPROXY_ALLOW?: string;
+  /** Comma-separated repo globs the proxy refuses; wins over XETPROXY_ALLOW. */
+  XETPROXY_DENY?: string;
+  /** Secret. Key of the caller digest in download log lines (at least 16 characters). */
+  XETPROXY_AUDIT_KEY?: string;
   /** Drain deadline after SIGTERM, Go duration (default 14m, capped below 15m). */
   XETPROXY_DRAIN_TIMEOUT?: string;
   HF_ENDPOINT?: string;
@@ -72,6 +78,9 @@ export interface WorkerVars {
 export const PASS_THROUGH = [
   "HF_TOKEN",
   "XETPROXY_API_KEYS",
+  "XETPROXY_ALLOW",
+  "XETPROXY_DENY",
+  "XETPROXY_AUDIT_KEY",
   "HF_ENDPOINT",
   "XETPROXY_LOG_LEVEL",
   "XETPROXY_MAX_DOWNLOADS",

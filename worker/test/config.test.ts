@@ -74,6 +74,20 @@ describe("containerEnvVars", () => {
     });
   });
 
+  it("passes the repo policy and the audit key", () => {
+    const env = containerEnvVars({
+      XETPROXY_ALLOW: "model/meta-llama/*,dataset/*",
+      XETPROXY_DENY: "*/acme/*",
+      XETPROXY_AUDIT_KEY: "audit-key-0123456789",
+    });
+    expect(env).toMatchObject({
+      XETPROXY_ALLOW: "model/meta-llama/*,dataset/*",
+      XETPROXY_DENY: "*/acme/*",
+      XETPROXY_AUDIT_KEY: "audit-key-0123456789",
+    });
+    expect(containerEnvVars({}).XETPROXY_ALLOW).toBeUndefined();
+  });
+
   it("passes an empty XETPROXY_CACHE_DIR: it turns the image's disk cache off", () => {
     expect(containerEnvVars({ XETPROXY_CACHE_DIR: "" }).XETPROXY_CACHE_DIR).toBe("");
     expect(containerEnvVars({}).XETPROXY_CACHE_DIR).toBeUndefined();

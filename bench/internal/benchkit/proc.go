@@ -1,0 +1,219 @@
+package benchkit
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// FreeAddr returns a loopback address that was free a moment ago.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// CurlResult is what curl's -w reports of one transfer.
+type CurlResult struct {
+	TTFB  float64 // seconds to the first byte
+	Total float64 // seconds in all
+	Speed float64 // bytes per second
+	Size  int64
+}
+
+// Curl fetches url once with curl into /dev/null; extra goes before the URL.
+func Curl(curl, url string, extra ...string) (CurlResult, error) {
+	args := append([]string{"-sS", "-f", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total} %{speed_download} %{size_download}"}, extra...)
+	out, err := exec.Command(curl, append(args, url)...).Output()
+	if err != nil {
+		return CurlResult{}, fmt.Errorf("curl %s: %w", url, err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) != 4 {
+		return CurlResult{}, fmt.Errorf("curl output %q", out)
+	}
+	var r CurlResult
+	r.TTFB, _ = strconv.ParseFloat(f[0], 64)
+	r.Total, _ = strconv.ParseFloat(f[1], 64)
+	r.Speed, _ = strconv.ParseFloat(f[2], 64)
+	r.Size, _ = strconv.ParseInt(f[3], 10, 64)
+	return r, nil
+}
+
+// Proxy is a running `xetproxy serve` whose peak RSS is sampled every 20 ms.
+type Proxy struct {
+	URL  string
+	cmd  *exec.Cmd
+	done chan struct{}
+	wg   sync.WaitGroup
+
+	mu   sync.Mutex // guards peak: the sampler writes it, Peak and Stop read it
+	peak int64
+}
+
+// StartProxy runs `bin serve` on a free loopback port in front of hubURL,
+// with args appended, and waits until /health answers.
+func StartProxy(bin, hubURL string, args ...string) (*Proxy, error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn"}, args...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{URL: "http://" + addr, cmd: cmd, done: make(chan struct{})}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := http.Get(p.URL + "/health")
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return nil, fmt.Errorf("proxy did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+				p.sample()
+			}
+		}
+	}()
+	return p, nil
+}
+
+// PID is the proxy's process id.
+func (p *Proxy) PID() int { return p.cmd.Process.Pid }
+
+func (p *Proxy) sample() {
+	v := VmHWM(p.cmd.Process.Pid)
+	p.mu.Lock()
+	p.peak = max(p.peak, v)
+	p.mu.Unlock()
+}
+
+// Peak is the highest RSS (VmHWM) seen so far.
+func (p *Proxy) Peak() int64 {
+	p.sample()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.peak
+}
+
+// CPUSeconds is the user+system CPU time the proxy has used so far.
+func (p *Proxy) CPUSeconds() float64 { return CPUSeconds(p.cmd.Process.Pid) }
+
+// Stop ends the proxy with SIGTERM (it drains and closes its cache) and
+// returns its peak RSS.
+func (p *Proxy) Stop() int64 {
+	peak := p.Peak()
+	close(p.done)
+	p.wg.Wait()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.cmd.Wait()
+	return peak
+}
+
+// CPUSeconds reads utime+stime of pid from /proc/PID/stat; 0 if unreadable.
+func CPUSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// the command name (field 2) may hold spaces: count fields after ')'
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+	return float64(ut+st) / clockTicks
+}
+
+// clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// StartNginx serves www with a throwaway nginx (one worker, sendfile on,
+// as a static file server is deployed) from the config folder dir; probe
+// is a path under www that must answer before it counts as started.
+func StartNginx(ng, dir, www, probe string) (url string, stop func(), err error) {
+	addr, err := FreeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	err = os.WriteFile(conf, []byte(fmt.Sprintf(`user root;
+worker_processes 1;
+daemon off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/nginx-error.log;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  client_body_temp_path %[1]s/tmp;
+  proxy_temp_path %[1]s/tmp;
+  fastcgi_temp_path %[1]s/tmp;
+  uwsgi_temp_path %[1]s/tmp;
+  scgi_temp_path %[1]s/tmp;
+  server { listen %[2]s; root %[3]s; }
+}
+`, dir, addr, www)), 0o644)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(ng, "-c", conf, "-p", dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	url = "http://" + addr
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, err := http.Head(url + "/" + probe)
+		if err == nil {
+			res.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			return "", nil, fmt.Errorf("nginx did not start: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
+}
