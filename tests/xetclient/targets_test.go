@@ -1,7 +1,6 @@
 package xetclient
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -33,6 +32,12 @@ func urlExpiry(t *testing.T, tg target) (endpoint string, stale, fresh func()) {
 
 // assertSecondRunFree runs again and checks that the fake Hub sent no xorb
 // bytes for it: the proxy served every range from its cache.
+//
+// One exception, by design of the proxy: a one-chunk xorb's manifest does
+// not prove the chunk's size (cache.Manifest), so the proxy always relays
+// such xorbs from upstream (proxy.Engine.CASReconstruct). Those ranges are
+// logged; any other upstream xorb byte fails the test. XETCLIENT_STRICT=1
+// allows none at all.
 func assertSecondRunFree(t *testing.T, again func()) {
 	t.Helper()
 	waitHubQuiet(t)
@@ -43,20 +48,53 @@ func assertSecondRunFree(t *testing.T, again func()) {
 	n0 := len(hub.Requests())
 	again()
 	waitHubQuiet(t)
-	if d := xorbBytes() - before; d != 0 {
-		var fetched []string
-		for i, r := range hub.Requests() {
-			if i >= n0 && r.Class == fakehub.ClassXorb {
-				fetched = append(fetched, fmt.Sprintf("%s %s", strings.SplitN(r.Path, "?", 2)[0], r.Header.Get("Range")))
+	oneChunk := oneChunkXorbs(t)
+	strict := os.Getenv("XETCLIENT_STRICT") != ""
+	var relayed, unexpected int64
+	for _, r := range hub.Requests()[n0:] {
+		if r.Class != fakehub.ClassXorb {
+			continue
+		}
+		x := strings.TrimPrefix(strings.SplitN(r.Path, "?", 2)[0], "/cas/transfer/")
+		if oneChunk[x] && !strict {
+			relayed += r.BytesOut
+			continue
+		}
+		unexpected += r.BytesOut
+		t.Errorf("second run: upstream xorb %s %s (%d bytes)", x, r.Header.Get("Range"), r.BytesOut)
+	}
+	if relayed > 0 {
+		t.Logf("second run: %d bytes of one-chunk xorbs relayed from upstream, as designed", relayed)
+	}
+	if d := xorbBytes() - before; d != relayed+unexpected {
+		t.Errorf("upstream xorb bytes grew by %d, the request log accounts for %d", d, relayed+unexpected)
+	}
+}
+
+// oneChunkXorbs is the set of xorbs (hex) of the fake Hub's files that hold
+// a single chunk.
+func oneChunkXorbs(t *testing.T) map[string]bool {
+	t.Helper()
+	out := map[string]bool{}
+	for _, repo := range []string{dedupRepo, otherRepo, privateRepo} {
+		files, err := hub.Files(repo, "main")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if !f.Xet {
+				continue
+			}
+			chunks, err := hub.FileChunks(f.XetHash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range chunks {
+				if c.XorbChunks == 1 {
+					out[c.Xorb.String()] = true
+				}
 			}
 		}
-		if os.Getenv("XETCLIENT_STRICT") == "" {
-			// Known gap of the proxy's Xet path: a xorb range it cannot
-			// prove (a one-chunk xorb, a range that does not start at
-			// chunk 0 of a xorb whose manifest is unknown) is staged,
-			// never promoted, and fetched again by every client.
-			t.Skipf("KNOWN GAP (XETCLIENT_STRICT=1 fails here): the second run cost %d upstream xorb bytes: %s", d, strings.Join(fetched, "; "))
-		}
-		t.Errorf("the second run cost %d upstream xorb bytes, want 0: %s", d, strings.Join(fetched, "; "))
 	}
+	return out
 }
