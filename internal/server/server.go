@@ -46,7 +46,7 @@ type Server struct {
 	api     *apiProxy
 	policy  *policy.Policy // repo policy (repopolicy.go); nil allows all
 	audit   *auditor       // download log fields, metrics and top repos (audit.go)
-	xet     *xetCAS // nil: Xet mode off
+	xet     *xetCAS        // nil: Xet mode off
 	active  activeRequests
 	warm    *warm.Manager
 	handler http.Handler
