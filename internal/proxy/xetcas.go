@@ -109,9 +109,11 @@ func (e *Engine) CASReconstruct(ctx context.Context, up UpstreamCAS, file merkle
 	slices.SortFunc(xorbs, merklehash.Hash.Compare)
 	for _, x := range xorbs {
 		var offs []uint64 // served offset of every chunk of x, when the manifest is known
-		// Records only pay off with a cache to serve them from; a
-		// one-chunk manifest does not prove its size (cache.Manifest).
-		if m := e.manifest(ctx, x); e.cache != nil && m != nil && m.Len() > 1 {
+		// Records only pay off with a cache to serve them from. A
+		// one-chunk manifest does not prove its size (cache.Manifest):
+		// its size is taken only when a term of this answer, which
+		// upstream gave for this caller, says the same.
+		if m := e.manifest(ctx, x); e.cache != nil && m != nil && (m.Len() > 1 || oneChunkSizeAgrees(resp.Terms, m)) {
 			offs = make([]uint64, m.Len()+1)
 			for i, s := range m.Sizes {
 				offs[i+1] = offs[i] + xorb.HeaderSize + uint64(s)
@@ -133,6 +135,20 @@ func (e *Engine) CASReconstruct(ctx context.Context, up UpstreamCAS, file merkle
 		}
 	}
 	return out, nil
+}
+
+// oneChunkSizeAgrees reports whether a term of terms covers the only
+// chunk of m's xorb with the size m gives it.
+func oneChunkSizeAgrees(terms []reconstruction.Term, m *cache.Manifest) bool {
+	if m.Len() != 1 {
+		return false
+	}
+	for _, t := range terms {
+		if t.Hash == m.Xorb && t.Range.Start == 0 && t.Range.End == 1 && t.UnpackedLength == m.Sizes[0] {
+			return true
+		}
+	}
+	return false
 }
 
 func allWithin(rs []reconstruction.RangeV2, n uint32) bool {
