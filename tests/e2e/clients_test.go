@@ -143,11 +143,12 @@ func TestHFJSClient(t *testing.T) {
 		Size   int     `json:"size"`
 		SHA256 string  `json:"sha256"`
 		Slices [][]any `json:"slices"`
+		Xet    bool    `json:"xet"`
 	}
 	var list []jsFile
 	for _, key := range []string{weightsKey, sample.ModelRepo + ":config.json", sample.ModelRepo + ":onnx/model.onnx", sample.DatasetRepo + ":data/train.csv"} {
 		f, b := files[key], content[key]
-		jf := jsFile{Repo: f.Repo, Path: f.Path, Size: len(b), SHA256: sha256hex(b)}
+		jf := jsFile{Repo: f.Repo, Path: f.Path, Size: len(b), SHA256: sha256hex(b), Xet: isXet(t, f.Repo, f.Path)}
 		for _, s := range [][2]int{{0, 1}, {len(b) / 3, min(len(b), len(b)/3+1000)}, {len(b) - 10, len(b)}} {
 			jf.Slices = append(jf.Slices, []any{s[0], s[1], sha256hex(b[s[0]:s[1]])})
 		}
@@ -159,7 +160,11 @@ func TestHFJSClient(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=spec", "proxy.test.mjs")
 	cmd.Dir = jsDir
-	cmd.Env = append(os.Environ(), "PROXY_URL="+p.url, "FILES="+string(fj),
+	mode := "plain"
+	if *xetMode {
+		mode = "xet"
+	}
+	cmd.Env = append(os.Environ(), "PROXY_URL="+p.url, "FILES="+string(fj), "PROXY_MODE="+mode,
 		"PRIVATE_REPO="+sample.PrivateRepo, "PRIVATE_PATH=model.safetensors", "READER_TOKEN="+sample.ReaderToken)
 	out, err := cmd.CombinedOutput()
 	t.Logf("node --test output:\n%s", out)
@@ -191,4 +196,20 @@ func TestHFJSClient(t *testing.T) {
 	if casRequests == 0 {
 		t.Error("the proxy made no CAS request: was the Xet path used at all?")
 	}
+}
+
+// isXet reports whether fakehub stores repo's path with Xet.
+func isXet(t *testing.T, repo, path string) bool {
+	t.Helper()
+	fs, err := hub.Files(repo, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fs {
+		if f.Path == path {
+			return f.Xet
+		}
+	}
+	t.Fatalf("%s/%s: no such file", repo, path)
+	return false
 }

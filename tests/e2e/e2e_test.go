@@ -47,14 +47,7 @@ func TestEveryRoute(t *testing.T) {
 			a.header.Get("Accept-Ranges") != "bytes" || len(a.header.Get("X-Repo-Commit")) != 40 {
 			t.Errorf("GET %s headers: %v", path, a.header)
 		}
-		for k := range a.header {
-			if strings.HasPrefix(strings.ToLower(k), "x-xet") {
-				t.Errorf("GET %s: %s leaked", path, k)
-			}
-		}
-		if strings.Contains(a.header.Get("Link"), "xet") {
-			t.Errorf("GET %s: Link %q", path, a.header.Get("Link"))
-		}
+		checkXetHeaders(t, p, "GET "+path, a.header, xetHashOf(t, sample.ModelRepo, "model.safetensors"))
 		h := p.do("HEAD", path)
 		if h.status != 200 || len(h.body) != 0 || h.header.Get("Content-Length") != strconv.Itoa(len(want)) || h.header.Get("ETag") != a.header.Get("ETag") {
 			t.Errorf("HEAD %s: %d %v", path, h.status, h.header)
@@ -101,14 +94,16 @@ func TestEveryRoute(t *testing.T) {
 		t.Errorf("download-hash against a private repo without token: %d", a.status)
 	}
 
-	// /api passthrough without Xet metadata
+	// /api passthrough: Xet metadata kept in Xet mode (it leads clients to
+	// the proxy's CAS), removed in plain mode; the upstream never named
 	for _, path := range []string{
 		"/api/models/" + sample.ModelRepo, "/api/models/" + sample.ModelRepo + "/revision/main",
 		"/api/models/" + sample.ModelRepo + "/tree/main?recursive=true", "/api/datasets/xetproxy/demo-dataset/tree/main/data",
 	} {
 		a := p.do("GET", path)
-		if a.status != 200 || bytes.Contains(a.body, []byte("xetHash")) || bytes.Contains(a.body, []byte("xetEnabled")) || !json.Valid(a.body) {
-			t.Errorf("GET %s: %d %s", path, a.status, a.body)
+		if a.status != 200 || bytes.Contains(a.body, []byte("xetHash")) != *xetMode || !json.Valid(a.body) ||
+			bytes.Contains(a.body, []byte(strings.TrimPrefix(hubURL, "http://"))) {
+			t.Errorf("GET %s (xet mode %v): %d %s", path, *xetMode, a.status, a.body)
 		}
 	}
 	req, _ := http.NewRequest("POST", p.url+"/api/models/"+sample.ModelRepo+"/paths-info/main", strings.NewReader("paths=model.safetensors&paths=config.json&expand=false"))
@@ -119,7 +114,7 @@ func TestEveryRoute(t *testing.T) {
 	}
 	body, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 || bytes.Contains(body, []byte("xetHash")) || !bytes.Contains(body, []byte("model.safetensors")) {
+	if res.StatusCode != 200 || bytes.Contains(body, []byte("xetHash")) != *xetMode || !bytes.Contains(body, []byte("model.safetensors")) {
 		t.Errorf("paths-info: %d %s", res.StatusCode, body)
 	}
 
@@ -134,6 +129,41 @@ func TestEveryRoute(t *testing.T) {
 }
 
 // xetHashOf asks the fake Hub directly (not through the proxy).
+// checkXetHeaders checks the Xet metadata of a file answer: none in plain
+// mode; in Xet mode the file's hash, and a refresh route and Links on the
+// proxy's own origin, never the upstream's.
+func checkXetHeaders(t *testing.T, p *proxy, what string, h http.Header, xetHash string) {
+	t.Helper()
+	if !*xetMode {
+		for k := range h {
+			if strings.HasPrefix(strings.ToLower(k), "x-xet") {
+				t.Errorf("%s: %s leaked", what, k)
+			}
+		}
+		if strings.Contains(h.Get("Link"), "xet") {
+			t.Errorf("%s: Link %q", what, h.Get("Link"))
+		}
+		return
+	}
+	if h.Get("X-Xet-Hash") != xetHash {
+		t.Errorf("%s: X-Xet-Hash %q, want %s", what, h.Get("X-Xet-Hash"), xetHash)
+	}
+	if r := h.Get("X-Xet-Refresh-Route"); !strings.HasPrefix(r, p.url+"/api/") {
+		t.Errorf("%s: X-Xet-Refresh-Route %q not on the proxy", what, r)
+	}
+	link := h.Get("Link")
+	for _, rel := range []string{`rel="xet-auth"`, `rel="xet-reconstruction-info"`} {
+		if !strings.Contains(link, rel) {
+			t.Errorf("%s: Link %q lacks %s", what, link, rel)
+		}
+	}
+	for _, part := range strings.Split(link, ",") {
+		if u, _, ok := strings.Cut(strings.TrimSpace(part), ">"); ok && !strings.HasPrefix(u, "<"+p.url+"/") {
+			t.Errorf("%s: Link %q not on the proxy", what, part)
+		}
+	}
+}
+
 func xetHashOf(t *testing.T, repo, path string) string {
 	t.Helper()
 	fs, err := hub.Files(repo, "main")
@@ -213,7 +243,13 @@ func TestRanges(t *testing.T) {
 	}
 	// the @huggingface/hub probe
 	a := p.do("GET", resolvePath, "Range", "bytes=0-0", "Accept", "application/vnd.xet-fileinfo+json, */*")
-	if a.status != 206 || a.header.Get("Content-Range") != fmt.Sprintf("bytes 0-0/%d", size) || strings.Contains(a.header.Get("Content-Type"), "xet") || a.header.Get("X-Xet-Hash") != "" {
+	if *xetMode {
+		// the fileinfo answer, leading to the proxy's own CAS
+		if a.status != 200 || !strings.Contains(a.header.Get("Content-Type"), "xet-fileinfo") {
+			t.Errorf("fileinfo probe (xet mode): %d %v", a.status, a.header)
+		}
+		checkXetHeaders(t, p, "fileinfo probe", a.header, xetHashOf(t, sample.ModelRepo, "model.safetensors"))
+	} else if a.status != 206 || a.header.Get("Content-Range") != fmt.Sprintf("bytes 0-0/%d", size) || strings.Contains(a.header.Get("Content-Type"), "xet") || a.header.Get("X-Xet-Hash") != "" {
 		t.Errorf("fileinfo probe: %d %v", a.status, a.header)
 	}
 }

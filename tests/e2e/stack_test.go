@@ -32,6 +32,10 @@ var (
 	content map[string][]byte
 	// bigContent is bigRepo's big.safetensors
 	bigContent []byte
+	// xetMode runs every test against a server in Xet mode (the default
+	// of xetproxy serve); without it the servers are plain-only
+	// (--xet=false). scripts/test.sh runs the suite both ways.
+	xetMode = flag.Bool("xet", false, "run the proxies in Xet mode")
 )
 
 const (
@@ -113,6 +117,7 @@ func startProxy(t *testing.T, mod func(*server.Config)) *proxy {
 		LogFormat: "text", LogLevel: "debug", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
 		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
 		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second, CacheSize: 1 << 30,
+		Xet: *xetMode, SigningKey: "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0", // 32 bytes, hex
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -6,6 +6,8 @@
 //   FILES         JSON list of {repo, path, size, sha256, slices: [[start, end, sha256]]}
 //   PRIVATE_REPO  a private repo id, PRIVATE_PATH a file in it
 //   READER_TOKEN  a Hub token that may read PRIVATE_REPO
+//   PROXY_MODE    "xet" (the proxy serves Xet clients as their CAS) or
+//                 "plain" (--xet=false: every file as plain HTTP)
 //
 // Every request the client makes goes through a fetch wrapper that records
 // its URL and tags it with X-Test-Client: hfjs, so the Go side can check in
@@ -18,6 +20,7 @@ import { downloadFile, fileDownloadInfo, listFiles } from "@huggingface/hub";
 const proxyUrl = process.env.PROXY_URL;
 const skip = proxyUrl ? false : "PROXY_URL not set: run through go test ./tests/e2e/ -run TestHFJSClient";
 const files = proxyUrl ? JSON.parse(process.env.FILES) : [];
+const xetMode = process.env.PROXY_MODE === "xet";
 
 const seen = [];
 async function taggedFetch(input, init = {}) {
@@ -42,11 +45,16 @@ function sha256(buf) {
 	return createHash("sha256").update(Buffer.from(buf)).digest("hex");
 }
 
-test("fileDownloadInfo sees a plain file: no Xet info", { skip }, async () => {
+test("fileDownloadInfo: Xet info on the proxy for Xet files in Xet mode, none otherwise", { skip }, async () => {
 	for (const f of files) {
 		const info = await fileDownloadInfo({ repo: repoOf(f.repo), path: f.path, hubUrl: proxyUrl, fetch: taggedFetch });
 		assert.ok(info, `${f.path}: no info`);
-		assert.equal(info.xet, undefined, `${f.path}: the client was offered Xet`);
+		if (xetMode && f.xet) {
+			assert.ok(info.xet, `${f.path}: a Xet file not offered as Xet in Xet mode`);
+			assert.ok(String(info.xet.reconstructionUrl).startsWith(proxyUrl + "/"), `${f.path}: reconstruction URL ${info.xet.reconstructionUrl}`);
+		} else {
+			assert.equal(info.xet, undefined, `${f.path}: the client was offered Xet`);
+		}
 		assert.equal(info.size, f.size, `${f.path}: size`);
 	}
 });
@@ -82,13 +90,24 @@ test("missing file is null, private file needs the token", { skip }, async () =>
 	await blob.arrayBuffer();
 });
 
-test("listFiles through the proxy carries no xetHash", { skip }, async () => {
+test("listFiles through the proxy: xetHash in Xet mode only", { skip }, async () => {
 	let n = 0;
+	let withHash = 0;
 	for await (const entry of listFiles({ repo: repoOf(files[0].repo), recursive: true, hubUrl: proxyUrl, fetch: taggedFetch })) {
-		assert.equal(entry.xetHash, undefined, `${entry.path}: xetHash leaked`);
+		if (xetMode) {
+			if (entry.xetHash !== undefined) {
+				assert.match(entry.xetHash, /^[0-9a-f]{64}$/, `${entry.path}: xetHash`);
+				withHash++;
+			}
+		} else {
+			assert.equal(entry.xetHash, undefined, `${entry.path}: xetHash leaked`);
+		}
 		n++;
 	}
 	assert.ok(n > 0);
+	if (xetMode) {
+		assert.ok(withHash > 0, "no xetHash in Xet mode");
+	}
 });
 
 test("every request went to the proxy", { skip }, () => {
