@@ -50,13 +50,15 @@ if ! command -v npm >/dev/null 2>&1; then echo "npm (Node >= 20) is required for
 echo "== go test -race"
 go test -race -count=1 -timeout 30m ./...
 
+# The mirror suite once more against servers in Xet mode (the default of
+# xetproxy serve; the run above used plain-only servers).
+echo "== go test ./tests/e2e/ -xet (the mirror suite against a server in Xet mode)"
+go test -count=1 -timeout 20m ./tests/e2e/ -args -xet
+
 # The engine's fault suite again with a disk chunk cache under every test
 # engine (the -cache flag of internal/proxy), so the cache path meets the
 # same faults. Skipped: the tests of cache_test.go, which set their own
 # cache and ran above, and the lookups by hash, which use no cache.
-echo "== go test ./tests/e2e/ -xet (the mirror suite against a server in Xet mode)"
-go test -count=1 -timeout 20m ./tests/e2e/ -args -xet
-
 echo "== go test -race ./internal/proxy/ -cache=disk"
 go test -race -count=1 -timeout 30m -skip '^(TestCache|TestAuthMemo|TestStatHash)' ./internal/proxy/ -args -cache=disk
 
