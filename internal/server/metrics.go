@@ -334,12 +334,13 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_cache_staged_bytes_total":    "Decoded bytes put in the staging store to await a proof.",
 		"xetproxy_cache_promoted_bytes_total":  "Staged bytes moved to the cache once proven.",
 		"xetproxy_unverified_bytes_total":      "Bytes sent to ranged reads whose chunks no proof covered (no manifest of their xorb): lengths checked, content not.",
+		"xetproxy_cas_chunk_bytes_total":       "Decoded chunk bytes of the xorb ranges served to Xet clients, by where they came from (cache, upstream).",
 	} {
 		var labels []string
 		switch name {
 		case "xetproxy_cache_lookups_total", "xetproxy_cache_writes_total":
 			labels = []string{"result"}
-		case "xetproxy_download_source_bytes_total":
+		case "xetproxy_download_source_bytes_total", "xetproxy_cas_chunk_bytes_total":
 			labels = []string{"source"}
 		case "xetproxy_proofs_total":
 			labels = []string{"kind"}
@@ -408,4 +409,6 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("xetproxy_cache_staged_bytes_total", float64(st.StagedBytes))
 	counter("xetproxy_cache_promoted_bytes_total", float64(st.PromotedBytes))
 	counter("xetproxy_unverified_bytes_total", float64(st.ServedUnverified))
+	counter("xetproxy_cas_chunk_bytes_total", float64(st.XorbFromCache), "cache")
+	counter("xetproxy_cas_chunk_bytes_total", float64(st.XorbFromUpstream), "upstream")
 }

@@ -830,6 +830,24 @@ func TestXetWarmCache(t *testing.T) {
 	if int64(served) != st.XorbServed {
 		t.Errorf("cas_xorb served bytes in the metrics: %v, want %d", served, st.XorbServed)
 	}
+	// the engine's split of those chunk bytes by source, as exported
+	m := NewMetrics("test")
+	m.ObserveEngine(f.eng)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	st = f.eng.CacheStats()
+	for src, want := range map[string]int64{"cache": st.XorbFromCache, "upstream": st.XorbFromUpstream} {
+		prefix := fmt.Sprintf(`xetproxy_cas_chunk_bytes_total{source=%q} `, src)
+		var got float64 = -1
+		for _, line := range strings.Split(rec.Body.String(), "\n") {
+			if v, ok := strings.CutPrefix(line, prefix); ok {
+				got, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+		if int64(got) != want || want == 0 {
+			t.Errorf("%s: %v, want %d (> 0)", prefix, got, want)
+		}
+	}
 }
 
 func TestXetConfig(t *testing.T) {
