@@ -56,8 +56,9 @@ func TestTieredQueueFillLargerThanQueue(t *testing.T) {
 			cfg.Prefix = strings.ReplaceAll(name, " ", "-") + "/"
 			var local cache.Store
 			tc := cache.TieredConfig{QueueBytes: queue}
+			var d *cache.Disk
 			if spooled {
-				d := newDisk(t, t.TempDir(), 1<<30)
+				d = newDisk(t, t.TempDir(), 1<<30)
 				local, tc.Spool = d, d
 			} else {
 				local = newMemory(t, 1<<30)
@@ -105,6 +106,10 @@ func TestTieredQueueFillLargerThanQueue(t *testing.T) {
 				// a record per write, no entry bytes
 				if q.PeakMemBytes > 64<<10 {
 					t.Errorf("spooled queue held up to %d bytes of memory", q.PeakMemBytes)
+				}
+				// reading back is not a lookup
+				if h := d.Stats().Hits; h != 0 {
+					t.Errorf("the disk counted %d hits for the uploads", h)
 				}
 			} else if q.PeakMemBytes > queue+64<<10 {
 				t.Errorf("queue held up to %d bytes of memory, bound %d", q.PeakMemBytes, queue)
@@ -179,6 +184,16 @@ func TestTieredQueueWaitsThenDrops(t *testing.T) {
 		t.Errorf("%d log lines for 2 drops, want 2:\n%s", n, out)
 	}
 
+	// a Flush that runs out says what is left
+	ctx, cancel := context.WithTimeout(bg, 20*time.Millisecond)
+	defer cancel()
+	if err := ts.Flush(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Flush with a hung write = %v", err)
+	}
+	if out := logs.String(); !strings.Contains(out, `level=WARN msg="cache: writes to the shared tier still queued" writes=1`) {
+		t.Errorf("no warning of the writes left by Flush:\n%s", out)
+	}
+
 	release() // the hung write fails; the queue drains
 	flush(t, ts)
 	d := cachetest.MakeEntry(cachetest.Xorb(4), 0, 4, 0)
@@ -197,25 +212,39 @@ func TestTieredQueueWaitsThenDrops(t *testing.T) {
 func TestTieredSpoolEntryGone(t *testing.T) {
 	url, release := hangingS3(t)
 	var logs syncBuffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := cache.S3Config{Endpoint: url, Bucket: testBucket, Region: "auto", PathStyle: true,
 		AccessKeyID: "k", SecretAccessKey: "s"}
 	d := newDisk(t, t.TempDir(), 1<<30)
 	ts := newTiered(t, d, newS3Store(t, cfg), cache.TieredConfig{Spool: d, Workers: 1, Logger: log})
 	a := cachetest.MakeEntry(cachetest.Xorb(1), 0, 4, 0)
 	b := cachetest.MakeEntry(cachetest.Xorb(2), 0, 4, 0)
-	mustPut(t, ts, a)                                  // in flight, hung
-	mustPut(t, ts, b)                                  // queued as a key
-	if err := d.Delete(bg, b.Xorb, 0, 4); err != nil { // behind the queue's back
+	c := cachetest.MakeEntry(cachetest.Xorb(3), 0, 4, 0)
+	mustPut(t, ts, a) // in flight, hung
+	mustPut(t, ts, b) // queued as a key
+	mustPut(t, ts, c)
+	if q := ts.Queue(); q.Spooled != 3 || q.MemBytes >= 3*200 || q.Bytes != int64(len(a.Data)+len(b.Data)+len(c.Data)) {
+		t.Errorf("queue of three spooled writes: %+v; want under 200 bytes of memory each", q)
+	}
+	// behind the queue's back: b is gone, c holds other chunks
+	if err := d.Delete(bg, b.Xorb, 0, 4); err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Delete(bg, c.Xorb, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	mustPut(t, d, cachetest.MakeEntry(c.Xorb, 0, 4, 100))
 	release()
 	flush(t, ts)
-	if st := ts.Stats(); st.Dropped != 1 {
-		t.Errorf("dropped %d, want 1", st.Dropped)
+	if st := ts.Stats(); st.Dropped != 2 {
+		t.Errorf("dropped %d, want 2", st.Dropped)
 	}
-	if out := logs.String(); !strings.Contains(out, "reading it back from the disk tier") || !strings.Contains(out, b.Xorb.String()) {
+	out := logs.String()
+	if !strings.Contains(out, "reading it back from the disk tier") || !strings.Contains(out, b.Xorb.String()) {
 		t.Errorf("no warning naming the lost write:\n%s", out)
+	}
+	if !strings.Contains(out, "other chunk hashes") || !strings.Contains(out, c.Xorb.String()) {
+		t.Errorf("no log line naming the changed entry:\n%s", out)
 	}
 }
 
@@ -250,5 +279,30 @@ func TestTieredCloseEndsWaits(t *testing.T) {
 	cancel()
 	if err := ts.Put(ctx, cachetest.MakeEntry(cachetest.Xorb(3), 0, 1, 0)); !errors.Is(err, context.Canceled) {
 		t.Errorf("Put with a canceled context = %v", err)
+	}
+}
+
+// The queue bounds its number of writes as well as their bytes, and with a
+// spool it is at most half the disk.
+func TestTieredQueueBounds(t *testing.T) {
+	url, release := hangingS3(t)
+	defer release()
+	cfg := cache.S3Config{Endpoint: url, Bucket: testBucket, Region: "auto", PathStyle: true,
+		AccessKeyID: "k", SecretAccessKey: "s"}
+	d := newDisk(t, t.TempDir(), 1<<20)
+	spooled := newTiered(t, d, newS3Store(t, cfg), cache.TieredConfig{Spool: d})
+	if l := spooled.Queue().Limit; l != 512<<10 {
+		t.Errorf("spooled queue limit %d, want half the disk (%d)", l, 512<<10)
+	}
+
+	ts := newTiered(t, newMemory(t, 64<<20), newS3Store(t, cfg), cache.TieredConfig{
+		QueueBytes: 1 << 30, QueueWait: time.Millisecond, Workers: 1})
+	const n = 4096 + 2 // one in flight, 4096 waiting, one too many
+	for i := range n {
+		mustPut(t, ts, cachetest.MakeEntry(cachetest.Xorb(uint64(i)), 0, 1, 16))
+	}
+	q := ts.Queue()
+	if q.Dropped != 1 || q.Entries != n-1 {
+		t.Errorf("after %d one-chunk writes: %+v; want 1 dropped, %d queued", n, q, n-1)
 	}
 }
