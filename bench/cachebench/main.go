@@ -6,7 +6,8 @@
 // a shared S3 tier by a second instance with an empty disk; a new revision
 // of the file with a few edits and an insertion; and many clients asking
 // for the same cold file at once. fakehub runs in this process, so every
-// scenario reports the xorb bytes it served. Run it through bench/cache.sh.
+// scenario reports the xorb bytes it served. --s3-only runs the shared S3
+// tier scenario alone. Run it through bench/cache.sh.
 package main
 
 import (
@@ -104,7 +105,11 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
+	if s3Only {
+		logf("ingesting %s into fakehub...", benchkit.Human(size))
+	} else {
+		logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
+	}
 	start := time.Now()
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", sample.NewSafetensors(size, 1)); err != nil {
 		return err
@@ -130,8 +135,8 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 		if err != nil {
 			return err
 		}
-		fmt.Printf("\n## Shared S3 tier, default settings (%s)\n\n%s: %s, %s of xorbs from upstream; %s\n",
-			time.Now().UTC().Format("2006-01-02"), r.name, benchkit.MBps(benchkit.Median(r.speed)), benchkit.Human(r.xorbBytes), r.note)
+		fmt.Printf("\n## Shared S3 tier, default settings (%s, %s file)\n\n%s: %s, %d xorb bytes from upstream; %s\n",
+			time.Now().UTC().Format("2006-01-02"), benchkit.Human(bigSize), r.name, benchkit.MBps(benchkit.Median(r.speed)), r.xorbBytes, r.note)
 		return nil
 	}
 	v2Size, _ := io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
