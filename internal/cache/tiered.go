@@ -601,7 +601,7 @@ func (t *Tiered) PutManifest(ctx context.Context, m *Manifest) error {
 		return errors.Join(lerr, serr)
 	}
 	q := queuedEntry{key: Key{Xorb: m.Xorb}, manifest: true, size: storedManifestSize(len(m.Hashes))}
-	if t.cfg.Spool == nil || lerr != nil {
+	if t.cfg.Spool == nil || t.mlocal == nil || lerr != nil {
 		// The queue holds m until a worker writes it: keep a copy that
 		// the caller cannot change meanwhile.
 		q.m = cloneManifest(m)

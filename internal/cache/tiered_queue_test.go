@@ -306,3 +306,29 @@ func TestTieredQueueBounds(t *testing.T) {
 		t.Errorf("after %d one-chunk writes: %+v; want 1 dropped, %d queued", n, q, n-1)
 	}
 }
+
+// With a spool a manifest is queued as its xorb hash and read back from
+// the disk (where it is verified again) when it is uploaded.
+func TestTieredSpoolManifest(t *testing.T) {
+	f := newFakeS3(t)
+	d := newDisk(t, t.TempDir(), 1<<30)
+	ts := newTiered(t, d, newS3Store(t, f.config("s")), cache.TieredConfig{Spool: d})
+	m, _ := cachetest.MakeManifest(21, 300<<10)
+	if err := ts.PutManifest(bg, m); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, ts)
+	if q := ts.Queue(); q.Spooled != 1 || q.Dropped != 0 {
+		t.Errorf("queue after one manifest: %+v; want 1 spooled, 0 dropped", q)
+	}
+	if f.object(t, "s/manifests/"+m.Xorb.String()) == nil {
+		t.Fatalf("manifest did not reach the bucket: %v", f.keys(t))
+	}
+	got, err := newS3Store(t, f.config("s")).GetManifest(bg, m.Xorb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cachetest.SameManifest(got, m); diff != "" {
+		t.Error(diff)
+	}
+}
