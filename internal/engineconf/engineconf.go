@@ -23,7 +23,8 @@ const (
 	DefaultCloseTimeout = 30 * time.Second
 	// DefaultS3Staging is the memory tier put in front of the S3 tier when
 	// no local tier is configured: shared writes are queued behind a local
-	// tier (cache.Tiered), so that a slow bucket never holds up a fill.
+	// tier (cache.Tiered), so that a bucket a little slower than the
+	// fill does not hold it up.
 	DefaultS3Staging = 64 << 20
 )
 
