@@ -332,3 +332,20 @@ func TestTieredSpoolManifest(t *testing.T) {
 		t.Error(diff)
 	}
 }
+
+// An entry the disk did not take (here: larger than the whole disk) is
+// queued with its bytes and still reaches the bucket.
+func TestTieredSpoolLocalPutFailed(t *testing.T) {
+	f := newFakeS3(t)
+	d := newDisk(t, t.TempDir(), 1<<10)
+	ts := newTiered(t, d, newS3Store(t, f.config("")), cache.TieredConfig{Spool: d})
+	e := cachetest.MakeEntry(cachetest.Xorb(5), 0, 8, 0)
+	if err := ts.Put(bg, e); !errors.Is(err, cache.ErrTooLarge) {
+		t.Fatalf("Put of an entry larger than the disk = %v", err)
+	}
+	flush(t, ts)
+	if q := ts.Queue(); q.Spooled != 0 || q.Dropped != 0 || q.PeakMemBytes < int64(len(e.Data)) {
+		t.Errorf("queue %+v; want the entry held in memory, not spooled", q)
+	}
+	mustHit(t, newS3Store(t, f.config("")), e.Xorb, 0, 8, 0)
+}
