@@ -22,7 +22,8 @@ go mod download
 
 # versitygw: an S3 server on a local folder that checks request signatures,
 # for the S3 credentials tests of internal/cache (gofakes3 accepts any
-# credentials). A test-time binary, not a module dependency; under CI=true
+# credentials) and the S3 write queue tests of internal/cache and
+# internal/server (cachetest.Versity). A test-time binary, not a module dependency; under CI=true
 # those tests fail without it.
 gobin=$(go env GOBIN)
 export PATH="${gobin:-$(go env GOPATH)/bin}:$PATH"

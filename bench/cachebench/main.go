@@ -6,7 +6,8 @@
 // a shared S3 tier by a second instance with an empty disk; a new revision
 // of the file with a few edits and an insertion; and many clients asking
 // for the same cold file at once. fakehub runs in this process, so every
-// scenario reports the xorb bytes it served. Run it through bench/cache.sh.
+// scenario reports the xorb bytes it served. --s3-only runs the shared S3
+// tier scenario alone. Run it through bench/cache.sh.
 package main
 
 import (
@@ -46,7 +47,8 @@ func main() {
 	runs := flag.Int("runs", 3, "repetitions of the static and warm measurements (medians are reported)")
 	clients := flag.Int("clients", 32, "clients asking for the same cold file at once")
 	clientSize := flag.String("client-size", "256MiB", "size of the file the concurrent clients ask for")
-	noS3 := flag.Bool("no-s3", false, "skip the shared S3 tier scenario (an in-process gofakes3 holding the file in memory)")
+	noS3 := flag.Bool("no-s3", false, "skip the shared S3 tier scenario")
+	s3Only := flag.Bool("s3-only", false, "run only the shared S3 tier scenario (no baselines, no other scenario)")
 	cacheRoot := flag.String("cache-root", "", "directory to put the cache directories in (default: a temporary directory)")
 	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the xetproxy processes (default: unset)")
 	flag.Parse()
@@ -63,7 +65,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(2)
 	}
-	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *cacheRoot); err != nil {
+	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *s3Only, *cacheRoot); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
 	}
@@ -78,7 +80,7 @@ type result struct {
 	note      string
 }
 
-func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoot string) error {
+func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, cacheRoot string) error {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		return fmt.Errorf("curl is needed: %w", err)
@@ -103,19 +105,40 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
+	if s3Only {
+		logf("ingesting %s into fakehub...", benchkit.Human(size))
+	} else {
+		logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
+	}
 	start := time.Now()
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", sample.NewSafetensors(size, 1)); err != nil {
 		return err
 	}
-	if _, err := fh.AddFile(context.Background(), benchRepo, "big-v2.safetensors", edited(sample.NewSafetensors(size, 1), size)); err != nil {
+	if s3Only {
+		// the other files are not needed
+	} else if _, err := fh.AddFile(context.Background(), benchRepo, "big-v2.safetensors", edited(sample.NewSafetensors(size, 1), size)); err != nil {
 		return err
 	}
-	if _, err := fh.AddFile(context.Background(), benchRepo, "hot.safetensors", sample.NewSafetensors(csize, 2)); err != nil {
+	if s3Only {
+	} else if _, err := fh.AddFile(context.Background(), benchRepo, "hot.safetensors", sample.NewSafetensors(csize, 2)); err != nil {
 		return err
 	}
 	logf("ingested in %.1fs", time.Since(start).Seconds())
 	bigSize := sample.NewSafetensors(size, 1).Size()
+	if s3Only {
+		root, err := os.MkdirTemp(cacheRootOr(cacheRoot), "cachebench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(root)
+		r, err := s3Scenario(curl, bin, hubURL, fh, root, size, "/download/"+benchRepo+"/big.safetensors")
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n## Shared S3 tier, default settings (%s, %s file)\n\n%s: %s, %d xorb bytes from upstream; %s\n",
+			time.Now().UTC().Format("2006-01-02"), benchkit.Human(bigSize), r.name, benchkit.MBps(benchkit.Median(r.speed)), r.xorbBytes, r.note)
+		return nil
+	}
 	v2Size, _ := io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
 
 	// the same bytes on disk for the static baselines
@@ -275,41 +298,11 @@ func run(bin string, size, csize int64, runs, clients int, withS3 bool, cacheRoo
 
 	// shared S3 tier: instance A fills it, instance B (empty disk) reads it
 	if withS3 {
-		backend := s3mem.New()
-		if err := backend.CreateBucket("xetproxy-cache"); err != nil {
-			return err
-		}
-		s3srv := httptest.NewServer(gofakes3.New(backend).Server())
-		s3args := func(d string) []string {
-			return []string{"--cache-dir", d, "--cache-size", strconv.FormatInt(3*size, 10),
-				"--s3-endpoint", s3srv.URL, "--s3-bucket", "xetproxy-cache", "--s3-prefix", "chunks/",
-				"--s3-region", "auto", "--s3-path-style", "--s3-queue", strconv.FormatInt(2*size, 10)}
-		}
-		os.Setenv("AWS_ACCESS_KEY_ID", "bench")
-		os.Setenv("AWS_SECRET_ACCESS_KEY", "bench")
-		a, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-a"))...)
+		r, err := s3Scenario(curl, bin, hubURL, fh, cacheRoot, size, bigURL)
 		if err != nil {
 			return err
 		}
-		if _, err := benchkit.Curl(curl, a.URL+bigURL); err != nil {
-			a.Stop()
-			return err
-		}
-		a.Stop() // drains the queued bucket writes
-		b, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(cacheRoot, "s3-b"))...)
-		if err != nil {
-			return err
-		}
-		fh.ResetStats()
-		r, err := benchkit.Curl(curl, b.URL+bigURL)
-		if err != nil {
-			b.Stop()
-			return err
-		}
-		results = append(results, result{name: "xetproxy instance B, empty disk, from the S3 tier instance A filled (gofakes3, --s3-queue 2×size)",
-			speed: []float64{r.Speed}, size: r.Size, xorbBytes: xorbBytes(fh), rss: b.Peak()})
-		b.Stop()
-		s3srv.Close()
+		results = append(results, r)
 	}
 
 	// many clients, one cold file, one fresh server
@@ -419,4 +412,151 @@ func list(v []float64) string {
 
 func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "cachebench: "+format+"\n", args...)
+}
+
+func cacheRootOr(dir string) string {
+	if dir == "" {
+		return os.TempDir()
+	}
+	return dir
+}
+
+// s3Scenario runs instance A (an empty disk of its own and a bucket, the
+// S3 settings at their defaults: no --s3-queue) on the file at url, stops
+// it (SIGTERM: it drains its queued bucket writes), then instance B (an
+// empty disk, the same bucket) on the same file, and reports B. The bucket
+// is versitygw (a real S3 server on a folder) when installed, else an
+// in-process gofakes3 holding the file in memory.
+func s3Scenario(curl, bin, hubURL string, fh *fakehub.Hub, root string, size int64, url string) (result, error) {
+	endpoint, kind, stop, err := startBucket(root)
+	if err != nil {
+		return result{}, err
+	}
+	defer stop()
+	s3args := func(d string) []string {
+		return []string{"--cache-dir", d, "--cache-size", strconv.FormatInt(3*size, 10),
+			"--s3-endpoint", endpoint, "--s3-bucket", "xetproxy-cache", "--s3-prefix", "chunks/",
+			"--s3-region", "us-east-1", "--s3-path-style"}
+	}
+	os.Setenv("AWS_ACCESS_KEY_ID", "bench-key")
+	os.Setenv("AWS_SECRET_ACCESS_KEY", "bench-secret-0123456789")
+	a, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(root, "s3-a"))...)
+	if err != nil {
+		return result{}, err
+	}
+	fh.ResetStats()
+	ra, err := benchkit.Curl(curl, a.URL+url)
+	if err != nil {
+		a.Stop()
+		return result{}, err
+	}
+	aBytes := xorbBytes(fh)
+	queued := metric(a.URL, `xetproxy_cache_tier_queue_bytes{tier="s3"}`)
+	// wait for the bucket writes (and the promotions feeding them) to end,
+	// then read A's counters; SIGTERM would drain the same way, but A's
+	// metrics end with it
+	t0 := time.Now()
+	for calm := 0; calm < 5 && time.Since(t0) < 5*time.Minute; {
+		time.Sleep(200 * time.Millisecond)
+		if metric(a.URL, `xetproxy_cache_tier_queue_bytes{tier="s3"}`) == 0 && metric(a.URL, "xetproxy_cache_fills_in_flight") == 0 {
+			calm++
+		} else {
+			calm = 0
+		}
+	}
+	drain := time.Since(t0) - time.Second
+	aDropped := metric(a.URL, `xetproxy_cache_tier_dropped_total{tier="s3"}`)
+	aWaits := metric(a.URL, `xetproxy_cache_tier_queue_waits_total{tier="s3"}`)
+	a.Stop()
+	logf("instance A: %s, %s of xorbs, %s queued at the end of its download, drained in about %.1fs; %.0f bucket writes dropped, %.0f waits for room",
+		benchkit.MBps(ra.Speed), benchkit.Human(aBytes), benchkit.Human(int64(queued)), drain.Seconds(), aDropped, aWaits)
+	b, err := benchkit.StartProxy(bin, hubURL, s3args(filepath.Join(root, "s3-b"))...)
+	if err != nil {
+		return result{}, err
+	}
+	fh.ResetStats()
+	r, err := benchkit.Curl(curl, b.URL+url)
+	if err != nil {
+		b.Stop()
+		return result{}, err
+	}
+	res := result{name: "xetproxy instance B, empty disk, from the S3 tier instance A filled (" + kind + ", default --s3-queue)",
+		speed: []float64{r.Speed}, size: r.Size, xorbBytes: xorbBytes(fh), rss: b.Peak(),
+		note: fmt.Sprintf("instance A: %s cold, %s queued when its download ended, drained in about %.1fs, %.0f bucket writes dropped, %.0f waits for room",
+			benchkit.MBps(ra.Speed), benchkit.Human(int64(queued)), drain.Seconds(), aDropped, aWaits)}
+	b.Stop()
+	return res, nil
+}
+
+// metric returns one sample of the server's /metrics, -1 when missing.
+func metric(base, sample string) float64 {
+	res, err := http.Get(base + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
+// startBucket starts versitygw on a folder under root when it is installed
+// (PATH or GOPATH/bin), else an in-process gofakes3; the bucket is
+// xetproxy-cache, the credentials those s3Scenario sets.
+func startBucket(root string) (endpoint, kind string, stop func(), err error) {
+	bin, lerr := exec.LookPath("versitygw")
+	if lerr != nil {
+		gopath := os.Getenv("GOPATH")
+		if gopath == "" {
+			home, _ := os.UserHomeDir()
+			gopath = filepath.Join(home, "go")
+		}
+		bin = filepath.Join(gopath, "bin", "versitygw")
+		if _, serr := os.Stat(bin); serr != nil {
+			bin = ""
+		}
+	}
+	if bin == "" {
+		backend := s3mem.New()
+		if err := backend.CreateBucket("xetproxy-cache"); err != nil {
+			return "", "", nil, err
+		}
+		srv := httptest.NewServer(gofakes3.New(backend).Server())
+		return srv.URL, "gofakes3 in memory", srv.Close, nil
+	}
+	dir := filepath.Join(root, "bucket")
+	if err := os.MkdirAll(filepath.Join(dir, "xetproxy-cache"), 0o755); err != nil {
+		return "", "", nil, err
+	}
+	addr, err := benchkit.FreeAddr()
+	if err != nil {
+		return "", "", nil, err
+	}
+	cmd := exec.Command(bin, "--access", "bench-key", "--secret", "bench-secret-0123456789", "--port", addr, "--quiet", "posix", dir)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", "", nil, err
+	}
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", "", nil, fmt.Errorf("versitygw does not listen: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return "http://" + addr, "versitygw on a local folder", stop, nil
 }

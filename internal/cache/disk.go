@@ -666,3 +666,23 @@ func (d *Disk) forgetManifest(xorb merklehash.Hash) {
 		d.idx.remove(it)
 	}
 }
+
+// readBack reads chunks [k.Start, k.End) from the entry covering them,
+// like Get but as the store's own maintenance: no hit is counted and the
+// entry's recency is left alone. Tiered uses it to upload a spooled entry.
+func (d *Disk) readBack(ctx context.Context, k Key) (*Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	it := d.idx.covering(k.Xorb, k.Start, k.End)
+	var stored Key
+	if it != nil {
+		stored = it.key
+	}
+	d.mu.Unlock()
+	if it == nil {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
+	}
+	return d.read(stored, k.Start, k.End)
+}

@@ -1,84 +1,19 @@
 package cache_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"go/build"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/cache/cachetest"
 )
 
 // The credentials tests need an S3 server that checks request signatures;
-// gofakes3 (fakeS3) accepts any. versitygw serves S3 from a local folder
-// and checks every request's SigV4 signature against its root credentials.
-// scripts/test.sh installs it.
-const versitygwInstall = "go install github.com/versity/versitygw/cmd/versitygw@v1.8.0"
-
-// versityS3 starts versitygw with root credentials key and secret over a
-// fresh folder holding the bucket testBucket, and returns its URL and the
-// bucket's folder. Without the binary the test is skipped, or fails under
-// CI=true, where scripts/test.sh must have installed it.
+// gofakes3 (fakeS3) accepts any. versitygw (cachetest.Versity) does.
 func versityS3(t *testing.T, key, secret string) (url, bucketDir string) {
 	t.Helper()
-	bin, err := exec.LookPath("versitygw")
-	if err != nil {
-		bin = filepath.Join(build.Default.GOPATH, "bin", "versitygw")
-		if _, serr := os.Stat(bin); serr != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("versitygw not found in PATH or %s under CI=true: scripts/test.sh installs it (%s)", bin, versitygwInstall)
-			}
-			t.Skipf("versitygw not installed (%s; scripts/test.sh does it): this test needs an S3 server that checks signatures", versitygwInstall)
-		}
-	}
-	root := t.TempDir()
-	bucketDir = filepath.Join(root, testBucket)
-	if err := os.Mkdir(bucketDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	var out bytes.Buffer
-	cmd := exec.Command(bin, "--access", key, "--secret", secret, "--port", addr, "--quiet", "posix", root)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		select {
-		case <-exited:
-			t.Fatalf("versitygw exited: %s", out.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("versitygw does not listen on %s after 20 s: %s", addr, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "http://" + addr, bucketDir
+	return cachetest.Versity(t, key, secret, testBucket)
 }
 
 func versityConfig(url, key, secret string) cache.S3Config {
@@ -95,17 +30,7 @@ func versityConfig(url, key, secret string) cache.S3Config {
 // bucketFiles counts the files under the bucket's folder.
 func bucketFiles(t *testing.T, dir string) int {
 	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			n++
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return len(cachetest.BucketFiles(t, dir))
 }
 
 // The configured credentials are the ones requests are signed with: the

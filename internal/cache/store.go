@@ -99,7 +99,7 @@ type Stats struct {
 	Evictions uint64 // entries and manifests dropped to stay within capacity
 	Corrupt   uint64 // stored entries and manifests found damaged and deleted
 	Errors    uint64 // failures other than misses and invalid input
-	Dropped   uint64 // writes skipped because a queue was full (Tiered)
+	Dropped   uint64 // shared writes given up: queue full after waiting, or the spooled entry gone (Tiered)
 	Entries   int64  // entries currently known to the store
 	Manifests int64  // manifests currently known to the store
 	Size      int64  // bytes currently held (stored form, headers included), manifests included

@@ -56,21 +56,6 @@ func TestTieredSharedBucket(t *testing.T) {
 	}
 }
 
-func TestTieredQueueFullDrops(t *testing.T) {
-	f := newFakeS3(t)
-	ts := newTiered(t, newMemory(t, 1<<20), newS3Store(t, f.config("")), cache.TieredConfig{QueueBytes: 1})
-	e := cachetest.MakeEntry(cachetest.Xorb(2), 0, 4, 0)
-	mustPut(t, ts, e) // the local write still happens
-	flush(t, ts)
-	mustHit(t, ts, e.Xorb, 0, 4, 0)
-	if st := ts.Stats(); st.Dropped != 1 {
-		t.Errorf("dropped %d, want 1", st.Dropped)
-	}
-	if keys := f.keys(t); len(keys) != 0 {
-		t.Errorf("bucket holds %v after a dropped write", keys)
-	}
-}
-
 func TestTieredCloseDrains(t *testing.T) {
 	f := newFakeS3(t)
 	ts := newTiered(t, newMemory(t, 1<<20), newS3Store(t, f.config("")), cache.TieredConfig{Workers: 1})

@@ -25,7 +25,8 @@ const (
 	DefaultCloseTimeout = 30 * time.Second
 	// DefaultS3Staging is the memory tier put in front of the S3 tier when
 	// no local tier is configured: shared writes are queued behind a local
-	// tier (cache.Tiered), so that a slow bucket never holds up a fill.
+	// tier (cache.Tiered), so that a bucket a little slower than the
+	// fill does not hold it up.
 	DefaultS3Staging = 64 << 20
 )
 
@@ -74,7 +75,9 @@ type CacheConfig struct {
 	S3Region    string
 	S3PathStyle bool
 	// S3Queue bounds the decoded bytes waiting to be written to the S3
-	// tier; past it writes are skipped (counted), never waited for.
+	// tier: on the disk tier when there is one (the queue holds keys),
+	// in memory otherwise. A fill that finds it full waits for room (at
+	// most 30 s, then the write is dropped, counted and logged).
 	S3Queue int64
 	// Both empty: the AWS SDK's default credential chain.
 	S3AccessKeyID, S3SecretAccessKey string
@@ -209,13 +212,15 @@ func closeWithin(c interface{ Close(context.Context) error }, d time.Duration) f
 //	Memory only             Memory
 //	Dir only                Disk
 //	both                    Tiered(Memory, Disk), written through
-//	S3Bucket, a local tier  Tiered(local, S3): S3 writes queued
+//	S3Bucket, a local tier  Tiered(local, S3): S3 writes queued (keys
+//	                        read back from the disk tier when there is one)
 //	S3Bucket alone          Tiered(Memory DefaultS3Staging, S3)
 //	nothing                 nil: no cache (every byte from upstream)
 func NewCache(cfg CacheConfig, log *slog.Logger) (cache.Store, string, error) {
 	var tiers []string
 	var local cache.Store
 	var mem *cache.Memory
+	var disk *cache.Disk
 	memSize := cfg.Memory
 	if memSize == 0 && cfg.Dir == "" && cfg.S3Bucket != "" {
 		memSize = DefaultS3Staging
@@ -235,7 +240,7 @@ func NewCache(cfg CacheConfig, log *slog.Logger) (cache.Store, string, error) {
 		}
 		st := d.Stats()
 		tiers = append(tiers, fmt.Sprintf("disk %s %s (%d entries, %s found)", cfg.Dir, humanSize(cfg.Size), st.Entries, humanSize(st.Size)))
-		local = d
+		local, disk = d, d
 		if mem != nil {
 			t, err := cache.NewTiered(mem, d, cache.TieredConfig{SyncShared: true, Logger: log})
 			if err != nil {
@@ -261,7 +266,10 @@ func NewCache(cfg CacheConfig, log *slog.Logger) (cache.Store, string, error) {
 			creds = "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
 		}
 		tiers = append(tiers, fmt.Sprintf("s3 %s (%s)", where, creds))
-		t, err := cache.NewTiered(local, s3, cache.TieredConfig{QueueBytes: cfg.S3Queue, Logger: log})
+		// With a disk tier the queue holds keys and reads the entries
+		// back from the disk (Spool): its memory stays small whatever
+		// S3Queue is.
+		t, err := cache.NewTiered(local, s3, cache.TieredConfig{QueueBytes: cfg.S3Queue, Spool: disk, Logger: log})
 		if err != nil {
 			return nil, "", err
 		}

@@ -67,7 +67,8 @@ type Config struct {
 	S3Region    string
 	S3PathStyle bool
 	// S3Queue bounds the decoded bytes waiting to be written to the S3
-	// tier; past it writes are skipped (counted), never waited for.
+	// tier (on the disk tier when there is one); a fill that finds it
+	// full waits for room (see engineconf.CacheConfig.S3Queue).
 	S3Queue int64
 	// S3AccessKeyID and S3SecretAccessKey come from AWS_ACCESS_KEY_ID and
 	// AWS_SECRET_ACCESS_KEY only (never flags); both empty = the AWS SDK's
@@ -181,7 +182,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	c.S3PathStyle = c.envBool("XETPROXY_S3_PATH_STYLE", env("XETPROXY_S3_PATH_STYLE", "false"))
 	fs.BoolVar(&c.S3PathStyle, "s3-path-style", c.S3PathStyle, "address the bucket in the URL path (MinIO and most self-hosted servers) (env XETPROXY_S3_PATH_STYLE)")
 	c.S3Queue = c.envSize("XETPROXY_S3_QUEUE", env("XETPROXY_S3_QUEUE", "256MiB"))
-	fs.Var((*sizeFlag)(&c.S3Queue), "s3-queue", "memory for writes waiting for the S3 tier; when full, writes are skipped (env XETPROXY_S3_QUEUE)")
+	fs.Var((*sizeFlag)(&c.S3Queue), "s3-queue", "bytes waiting to be written to the S3 tier (on the disk tier if any, else in memory); when full, fills wait for room (env XETPROXY_S3_QUEUE)")
 	c.S3AccessKeyID = strings.TrimSpace(getenv("AWS_ACCESS_KEY_ID"))
 	c.S3SecretAccessKey = strings.TrimSpace(getenv("AWS_SECRET_ACCESS_KEY"))
 	c.AuthTTL = c.envDuration("XETPROXY_AUTH_CACHE_TTL", env("XETPROXY_AUTH_CACHE_TTL", DefaultAuthTTL.String()))

@@ -255,16 +255,16 @@ type cacheCollector struct {
 type namedTier struct {
 	name  string
 	store cache.StatsReporter
-	// queue is set for the shared tier of a cache.Tiered: its writes that
-	// were dropped (queue full) are counted on the Tiered store.
-	queue cache.StatsReporter
+	// queue is set for the shared tier of a cache.Tiered: its write queue
+	// and the writes it dropped are the Tiered store's.
+	queue *cache.Tiered
 }
 
 // cacheTiers lists the leaf stores of a cache, naming each by its kind.
 func cacheTiers(s cache.Store) []namedTier {
 	var out []namedTier
-	var walk func(s cache.Store, queue cache.StatsReporter)
-	walk = func(s cache.Store, queue cache.StatsReporter) {
+	var walk func(s cache.Store, queue *cache.Tiered)
+	walk = func(s cache.Store, queue *cache.Tiered) {
 		name := ""
 		switch v := s.(type) {
 		case nil:
@@ -301,19 +301,22 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 	c := &cacheCollector{e: e, tiers: cacheTiers(e.Cache()), descs: map[string]*prometheus.Desc{}}
 	tier := []string{"tier"}
 	for name, help := range map[string]string{
-		"xetproxy_cache_tier_hits_total":      "Lookups a cache tier answered.",
-		"xetproxy_cache_tier_misses_total":    "Lookups a cache tier did not hold.",
-		"xetproxy_cache_tier_hit_bytes_total": "Decoded bytes cache tier hits returned.",
-		"xetproxy_cache_tier_puts_total":      "Entries written to a cache tier.",
-		"xetproxy_cache_tier_put_bytes_total": "Decoded bytes written to a cache tier.",
-		"xetproxy_cache_tier_evictions_total": "Entries a cache tier dropped to stay within its capacity.",
-		"xetproxy_cache_tier_corrupt_total":   "Stored entries found damaged (checksum or hash) and deleted.",
-		"xetproxy_cache_tier_errors_total":    "Cache tier failures other than misses (I/O, bucket errors).",
-		"xetproxy_cache_tier_dropped_total":   "Writes to the shared tier skipped because its queue was full.",
-		"xetproxy_cache_tier_entries":         "Entries a cache tier holds (s3: the keys this instance knows of).",
-		"xetproxy_cache_tier_manifests":       "Xorb manifests a cache tier holds (s3: the ones this instance knows of).",
-		"xetproxy_cache_tier_size_bytes":      "Bytes a cache tier holds, stored form (s3: of the keys this instance knows of).",
-		"xetproxy_cache_tier_capacity_bytes":  "Configured capacity of a cache tier (0: unbounded, e.g. s3).",
+		"xetproxy_cache_tier_hits_total":         "Lookups a cache tier answered.",
+		"xetproxy_cache_tier_misses_total":       "Lookups a cache tier did not hold.",
+		"xetproxy_cache_tier_hit_bytes_total":    "Decoded bytes cache tier hits returned.",
+		"xetproxy_cache_tier_puts_total":         "Entries written to a cache tier.",
+		"xetproxy_cache_tier_put_bytes_total":    "Decoded bytes written to a cache tier.",
+		"xetproxy_cache_tier_evictions_total":    "Entries a cache tier dropped to stay within its capacity.",
+		"xetproxy_cache_tier_corrupt_total":      "Stored entries found damaged (checksum or hash) and deleted.",
+		"xetproxy_cache_tier_errors_total":       "Cache tier failures other than misses (I/O, bucket errors).",
+		"xetproxy_cache_tier_dropped_total":      "Writes to the shared tier given up: queue full after waiting for room, or the entry gone from the disk before its upload (logged at warn).",
+		"xetproxy_cache_tier_queue_bytes":        "Bytes waiting to be written to the shared tier (on the disk tier when there is one, else in memory).",
+		"xetproxy_cache_tier_queue_memory_bytes": "Memory the shared tier's write queue holds.",
+		"xetproxy_cache_tier_queue_waits_total":  "Cache writes that waited for room in the shared tier's queue (the fill slowed to the bucket's pace).",
+		"xetproxy_cache_tier_entries":            "Entries a cache tier holds (s3: the keys this instance knows of).",
+		"xetproxy_cache_tier_manifests":          "Xorb manifests a cache tier holds (s3: the ones this instance knows of).",
+		"xetproxy_cache_tier_size_bytes":         "Bytes a cache tier holds, stored form (s3: of the keys this instance knows of).",
+		"xetproxy_cache_tier_capacity_bytes":     "Configured capacity of a cache tier (0: unbounded, e.g. s3).",
 	} {
 		c.descs[name] = prometheus.NewDesc(name, help, tier, nil)
 	}
@@ -377,7 +380,11 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		counter("xetproxy_cache_tier_errors_total", float64(s.Errors), t.name)
 		dropped := s.Dropped
 		if t.queue != nil {
-			dropped += t.queue.Stats().Dropped
+			q := t.queue.Queue()
+			dropped += q.Dropped
+			gauge("xetproxy_cache_tier_queue_bytes", float64(q.Bytes), t.name)
+			gauge("xetproxy_cache_tier_queue_memory_bytes", float64(q.MemBytes), t.name)
+			counter("xetproxy_cache_tier_queue_waits_total", float64(q.Waits), t.name)
 		}
 		counter("xetproxy_cache_tier_dropped_total", float64(dropped), t.name)
 		gauge("xetproxy_cache_tier_entries", float64(s.Entries), t.name)
