@@ -148,6 +148,8 @@ type Entry struct {
 	Hashes []merklehash.Hash
 	// Data is the decoded bytes of the chunks, concatenated.
 	Data []byte
+	// from is the disk file the entry was read from, if any (vouch.go).
+	from *origin
 }
 
 // Key returns the key naming e.
