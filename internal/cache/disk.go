@@ -413,7 +413,7 @@ func (d *Disk) read(it *item[diskItem], k Key, start, end uint32) (*Entry, error
 	if err != nil {
 		return nil, err
 	}
-	e, err := readEntry(f, info.Size(), k, start, end)
+	e, err := readEntryPooled(f, info.Size(), k, start, end, true)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -268,8 +269,11 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 			ent.MarkProven()
 		}
 	}
+	ref := &entryRef{ent: ent}
+	ref.n.Store(1)
+	defer ref.drop()
 	for c := ent.Start; c < ent.End; c++ {
-		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil); err != nil {
+		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil, ref); err != nil {
 			return err
 		}
 	}
@@ -315,7 +319,7 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 			s.e.stats.proofFailures.Add(1)
 			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
 		}
-		if err := s.deliver(f, tr, c-base, data, h, src, proven); err != nil {
+		if err := s.deliver(f, tr, c-base, data, h, src, proven, nil); err != nil {
 			return err
 		}
 		if !proven {
@@ -328,11 +332,26 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 	return nil
 }
 
+// entryRef counts the references to a cache entry's memory: the
+// delivering fetch's, and one per slot that keeps a chunk of it. The last
+// to go gives the memory back to the store (cache.Entry.Release).
+type entryRef struct {
+	ent *cache.Entry
+	n   atomic.Int32
+}
+
+func (r *entryRef) drop() {
+	if r.n.Add(-1) == 0 {
+		r.ent.Release()
+	}
+}
+
 // deliver hands chunk k of f (data, whose hash is h) to the reader. data
-// belongs to a cache entry or a fill and is never written again, so the
-// slot uses it in place; the stream's budget is charged for it as for a
-// chunk it decoded itself. proven: a manifest checked it.
-func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool) error {
+// belongs to a cache entry (ref, nil for a fill's) or a fill and is never
+// written again, so the slot uses it in place; the stream's budget is
+// charged for it as for a chunk it decoded itself. proven: a manifest
+// checked it.
+func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool, ref *entryRef) error {
 	last, err := tr.Add(uint32(len(data)))
 	if err != nil {
 		return &IntegrityError{File: s.fileName(), Err: err}
@@ -345,6 +364,10 @@ func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []
 			return err
 		}
 		sl.data, sl.cost = data, cost
+		if ref != nil {
+			ref.n.Add(1)
+			sl.ent = ref
+		}
 	}
 	f.publish(int(k))
 	return nil

@@ -3,14 +3,17 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/hub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 )
 
@@ -119,4 +122,64 @@ func TestCacheProvenDiskEntryRewrittenInPlaceIsCaught(t *testing.T) {
 	if st := e.eng.CacheStats(); st.ProofFailures != 1 || st.Fallbacks == 0 {
 		t.Fatalf("stats %+v, want one proof failure and a fetch from upstream", st)
 	}
+}
+
+// Warm reads of different files at once, some of them ranged, each come
+// out exact: a disk entry's buffer goes back to the store only once no
+// chunk of it is waiting to be sent, never while a reader still needs it.
+func TestCacheWarmConcurrentReadsShareNoBuffers(t *testing.T) {
+	dir := t.TempDir()
+	d := diskCache(t, dir, 1<<30)
+	e := cacheEnv(t, d, func(c *Config) { c.StreamBuffer = 1 << 20 })
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	files := [][]byte{mixed(41, 9<<20), mixed(42, 7<<20), randomData(43, 5<<20)}
+	var metas []*hub.FileMeta
+	for i, data := range files {
+		name := "f" + string(rune('a'+i)) + ".bin"
+		e.add(t, "org/m", name, data)
+		m := e.stat(t, "", repoM, name)
+		readAll(t, e.eng, "", m, 0, -1)
+		metas = append(metas, m)
+	}
+	flush(t, e.eng)
+	var wg sync.WaitGroup
+	errs := make(chan string, 64)
+	for g := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 3 {
+				i := (g + round) % len(files)
+				off, n := int64(0), int64(-1)
+				if g%2 == 1 {
+					off, n = int64(1<<20+g*4099), int64(3<<20)
+				}
+				got, err := e.read(context.Background(), "", metas[i], off, n)
+				want := files[i][off:]
+				if n >= 0 {
+					want = want[:n]
+				}
+				if err != nil || !bytes.Equal(got, want) {
+					errs <- fmt.Sprintf("reader %d round %d file %d: %d bytes, %v; differ at %d", g, round, i, len(got), err, firstDiff(got, want))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for msg := range errs {
+		t.Error(msg)
+	}
+	if st := d.Stats(); st.Hits == 0 {
+		t.Fatalf("premise: no disk hits: %+v", st)
+	}
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
