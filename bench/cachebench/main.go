@@ -6,8 +6,10 @@
 // a shared S3 tier by a second instance with an empty disk; a new revision
 // of the file with a few edits and an insertion; and many clients asking
 // for the same cold file at once. fakehub runs in this process, so every
-// scenario reports the xorb bytes it served. --s3-only runs the shared S3
-// tier scenario alone. Run it through bench/cache.sh.
+// scenario reports the xorb bytes it served, and each measured download
+// the server CPU-seconds per GB it cost (from /proc/PID/stat; for the Go
+// static server, this process). --s3-only runs the shared S3 tier scenario
+// alone. Run it through bench/cache.sh.
 package main
 
 import (
@@ -78,6 +80,19 @@ type result struct {
 	xorbBytes int64 // fakehub xorb bytes during the (last) run
 	rss       int64
 	note      string
+	cpu       []float64 // server CPU-seconds per GB per run (nil: not measured)
+}
+
+// curlCPU downloads url once with curl and returns the CPU-seconds per GB
+// that the process pid spent meanwhile (from /proc/PID/stat).
+func curlCPU(curl, url string, pid int) (benchkit.CurlResult, float64, error) {
+	c0 := benchkit.CPUSeconds(pid)
+	r, err := benchkit.Curl(curl, url)
+	c := benchkit.CPUSeconds(pid) - c0
+	if err != nil || r.Size == 0 {
+		return r, 0, err
+	}
+	return r, c / (float64(r.Size) / 1e9), nil
 }
 
 func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, cacheRoot string) error {
@@ -162,11 +177,11 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	benchkit.Curl(curl, goURL) // warm the page cache
 	goStatic := result{name: "Go static server (http.FileServer)", size: bigSize}
 	for i := 0; i < runs; i++ {
-		r, err := benchkit.Curl(curl, goURL)
+		r, cpu, err := curlCPU(curl, goURL, os.Getpid())
 		if err != nil {
 			return err
 		}
-		goStatic.speed = append(goStatic.speed, r.Speed)
+		goStatic.speed, goStatic.cpu = append(goStatic.speed, r.Speed), append(goStatic.cpu, cpu)
 	}
 	logf("go static: %s", benchkit.MBps(benchkit.Median(goStatic.speed)))
 	var nginx *result
@@ -210,13 +225,13 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 		return err
 	}
 	fh.ResetStats()
-	r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
+	r, cpu, err := curlCPU(curl, p.URL+"/download/"+benchRepo+"/big.safetensors", p.PID())
 	if err != nil {
 		p.Stop()
 		return err
 	}
 	results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.Speed}, size: r.Size,
-		xorbBytes: xorbBytes(fh), rss: p.Peak()})
+		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
 	p.Stop()
 	logf("cold without cache: %s", benchkit.MBps(r.Speed))
 
@@ -230,25 +245,25 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 		return err
 	}
 	fh.ResetStats()
-	r, err = benchkit.Curl(curl, p.URL+bigURL)
+	r, cpu, err = curlCPU(curl, p.URL+bigURL, p.PID())
 	if err != nil {
 		p.Stop()
 		return err
 	}
 	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.Speed}, size: r.Size,
-		xorbBytes: xorbBytes(fh), rss: p.Peak()})
+		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
 	logf("cold: %s, %s of xorbs", benchkit.MBps(r.Speed), benchkit.Human(xorbBytes(fh)))
 
 	// warm: the same server again
 	warm := result{name: "xetproxy warm (second download, same server)", size: bigSize}
 	fh.ResetStats()
 	for i := 0; i < runs; i++ {
-		r, err := benchkit.Curl(curl, p.URL+bigURL)
+		r, cpu, err := curlCPU(curl, p.URL+bigURL, p.PID())
 		if err != nil {
 			p.Stop()
 			return err
 		}
-		warm.speed = append(warm.speed, r.Speed)
+		warm.speed, warm.cpu = append(warm.speed, r.Speed), append(warm.cpu, cpu)
 		logf("warm run %d: %s", i+1, benchkit.MBps(r.Speed))
 	}
 	warm.xorbBytes, warm.rss = xorbBytes(fh), p.Peak()
@@ -284,12 +299,12 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	}
 	fh.ResetStats()
 	for i := 0; i < runs; i++ {
-		r, err := benchkit.Curl(curl, p.URL+bigURL)
+		r, cpu, err := curlCPU(curl, p.URL+bigURL, p.PID())
 		if err != nil {
 			p.Stop()
 			return err
 		}
-		restart.speed = append(restart.speed, r.Speed)
+		restart.speed, restart.cpu = append(restart.speed, r.Speed), append(restart.cpu, cpu)
 	}
 	restart.xorbBytes, restart.rss = xorbBytes(fh), p.Peak()
 	p.Stop()
@@ -379,7 +394,7 @@ func (p *patcher) Read(b []byte) (int, error) {
 
 func printReport(w io.Writer, rs []result, base result, size int64) {
 	fmt.Fprintf(w, "\n## Results (%s, medians of the runs)\n\n", time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(w, "| scenario | throughput | vs %s | xorb bytes from upstream | server peak RSS | notes |\n|---|---|---|---|---|---|\n", base.name)
+	fmt.Fprintf(w, "| scenario | throughput | server CPU-s/GB | vs %s | xorb bytes from upstream | server peak RSS | notes |\n|---|---|---|---|---|---|---|\n", base.name)
 	b := benchkit.Median(base.speed)
 	for _, r := range rs {
 		rss := "—"
@@ -393,11 +408,19 @@ func printReport(w io.Writer, rs []result, base result, size int64) {
 				xb = "0"
 			}
 		}
-		fmt.Fprintf(w, "| %s | %s | %.2f× | %s | %s | %s |\n", r.name, benchkit.MBps(benchkit.Median(r.speed)), benchkit.Median(r.speed)/b, xb, rss, r.note)
+		cpu := "—"
+		if len(r.cpu) > 0 {
+			cpu = fmt.Sprintf("%.2f", benchkit.Median(r.cpu))
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f× | %s | %s | %s |\n", r.name, benchkit.MBps(benchkit.Median(r.speed)), cpu, benchkit.Median(r.speed)/b, xb, rss, r.note)
 	}
 	fmt.Fprintf(w, "\nRaw runs:")
 	for _, r := range rs {
-		fmt.Fprintf(w, " %s: %s;", r.name, list(r.speed))
+		fmt.Fprintf(w, " %s: %s", r.name, list(r.speed))
+		if len(r.cpu) > 0 {
+			fmt.Fprintf(w, " (CPU-s/GB %s)", fmt.Sprint(r.cpu))
+		}
+		fmt.Fprint(w, ";")
 	}
 	fmt.Fprintln(w)
 }
@@ -475,12 +498,12 @@ func s3Scenario(curl, bin, hubURL string, fh *fakehub.Hub, root string, size int
 		return result{}, err
 	}
 	fh.ResetStats()
-	r, err := benchkit.Curl(curl, b.URL+url)
+	r, cpu, err := curlCPU(curl, b.URL+url, b.PID())
 	if err != nil {
 		b.Stop()
 		return result{}, err
 	}
-	res := result{name: "xetproxy instance B, empty disk, from the S3 tier instance A filled (" + kind + ", default --s3-queue)",
+	res := result{cpu: []float64{cpu}, name: "xetproxy instance B, empty disk, from the S3 tier instance A filled (" + kind + ", default --s3-queue)",
 		speed: []float64{r.Speed}, size: r.Size, xorbBytes: xorbBytes(fh), rss: b.Peak(),
 		note: fmt.Sprintf("instance A: %s cold, %s queued when its download ended, drained in about %.1fs, %.0f bucket writes dropped, %.0f waits for room",
 			benchkit.MBps(ra.Speed), benchkit.Human(int64(queued)), drain.Seconds(), aDropped, aWaits)}

@@ -94,6 +94,9 @@ type Disk struct {
 
 type diskItem struct {
 	touched time.Time // last modification-time refresh of the file
+	// proven: provenID is the file a caller proved (see vouch.go).
+	proven   bool
+	provenID fileID
 }
 
 var (
@@ -364,7 +367,7 @@ func (d *Disk) Get(ctx context.Context, xorb merklehash.Hash, start, end uint32)
 		}
 		d.mu.Unlock()
 
-		e, err := d.read(k, start, end)
+		e, err := d.read(it, k, start, end)
 		switch {
 		case err == nil:
 			if refresh {
@@ -397,7 +400,10 @@ func (d *Disk) forget(it *item[diskItem]) bool {
 	return d.idx.remove(it)
 }
 
-func (d *Disk) read(k Key, start, end uint32) (*Entry, error) {
+// read reads chunks [start, end) of it's file and notes where they came
+// from (see vouch.go): the file's identity when it is the same before and
+// after the read.
+func (d *Disk) read(it *item[diskItem], k Key, start, end uint32) (*Entry, error) {
 	f, err := os.Open(d.path(k))
 	if err != nil {
 		return nil, err
@@ -407,7 +413,21 @@ func (d *Disk) read(k Key, start, end uint32) (*Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return readEntry(f, info.Size(), k, start, end)
+	e, err := readEntryPooled(f, info.Size(), k, start, end, true)
+	if err != nil {
+		return nil, err
+	}
+	before, ok := idOf(info)
+	if !ok {
+		return e, nil
+	}
+	if info, err = f.Stat(); err != nil {
+		return e, nil
+	}
+	if after, ok := idOf(info); ok && after == before {
+		e.from = &origin{d: d, it: it, id: after, proven: d.vouched(it, after)}
+	}
+	return e, nil
 }
 
 // Put implements Store. The file is written under a temporary name in its
@@ -684,5 +704,5 @@ func (d *Disk) readBack(ctx context.Context, k Key) (*Entry, error) {
 	if it == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
 	}
-	return d.read(stored, k.Start, k.End)
+	return d.read(it, stored, k.Start, k.End)
 }

@@ -177,6 +177,12 @@ func readAtFull(r io.ReaderAt, p []byte, off int64, k Key) error {
 // returns. Entries of at most wholeReadBytes, and whole-entry requests, take
 // one read; otherwise the header and the needed data are read separately.
 func readEntry(r io.ReaderAt, size int64, k Key, start, end uint32) (*Entry, error) {
+	return readEntryPooled(r, size, k, start, end, false)
+}
+
+// readEntryPooled is readEntry, reading a whole entry into a pooled buffer
+// when pool is set (see readbuf.go).
+func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool bool) (_ *Entry, err error) {
 	if start >= end || start < k.Start || end > k.End {
 		return nil, fmt.Errorf("%w: [%d, %d) outside %s", ErrInvalidRange, start, end, k)
 	}
@@ -185,13 +191,30 @@ func readEntry(r io.ReaderAt, size int64, k Key, start, end uint32) (*Entry, err
 		return nil, corruptf(k, "stored size %d", size)
 	}
 	var (
-		h    *header
-		data []byte // the data of chunks [start, end)
-		err  error
+		h      *header
+		data   []byte // the data of chunks [start, end)
+		buf    []byte
+		pooled *[]byte
 	)
+	putPooled := func() {
+		if pooled != nil {
+			putReadBuf(pooled)
+			pooled = nil
+		}
+	}
+	defer func() {
+		if err != nil {
+			putPooled()
+		}
+	}()
 	i, j := start-k.Start, end-k.Start
 	if (start == k.Start && end == k.End) || size <= wholeReadBytes {
-		buf := make([]byte, size)
+		if pool {
+			pooled = getReadBuf(int(size))
+			buf = *pooled
+		} else {
+			buf = make([]byte, size)
+		}
 		if err := readAtFull(r, buf, 0, k); err != nil {
 			return nil, err
 		}
@@ -225,6 +248,7 @@ func readEntry(r io.ReaderAt, size int64, k Key, start, end uint32) (*Entry, err
 		Offsets: make([]uint32, j-i+1),
 		Hashes:  make([]merklehash.Hash, j-i),
 		Data:    data[:len(data):len(data)],
+		pooled:  pooled,
 	}
 	base := h.offsets[i]
 	for c := i; c <= j; c++ {

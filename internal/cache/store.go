@@ -148,6 +148,11 @@ type Entry struct {
 	Hashes []merklehash.Hash
 	// Data is the decoded bytes of the chunks, concatenated.
 	Data []byte
+	// from is the disk file the entry was read from, if any (vouch.go).
+	from *origin
+	// pooled is the read buffer Data lives in, if the store lent one
+	// (readbuf.go).
+	pooled *[]byte
 }
 
 // Key returns the key naming e.

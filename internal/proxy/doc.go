@@ -117,7 +117,10 @@
 //	                                   staged copy has the same hashes
 //
 // Stored hashes are never trusted: a stream that can check (a manifest, or
-// its own file hash) hashes the bytes it reads from any store. A cached
+// its own file hash) hashes the bytes it reads from any store, except a
+// disk entry the store vouches this process proved against the manifest
+// and that has not changed since (cache.Entry.Proven; cache/vouch.go). A
+// cached
 // entry that fails its manifest is purged before any of it is delivered
 // and its range fetched from upstream (errRecheck); a whole-file stream
 // whose file hash fails purges every range it read, cached or staged.

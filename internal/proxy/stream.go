@@ -119,9 +119,10 @@ type fetch struct {
 
 // slot is one decoded chunk of a fetch.
 type slot struct {
-	data    []byte  // the chunk; nil when no piece writes from it, or freed
-	pooled  *[]byte // the pool buffer data lives in (nil: data is a cache entry's or a fill's)
-	cost    int64   // budget bytes held for data
+	data    []byte    // the chunk; nil when no piece writes from it, or freed
+	pooled  *[]byte   // the pool buffer data lives in (nil: data is a cache entry's or a fill's)
+	ent     *entryRef // the cache entry data lives in, if it lends its memory
+	cost    int64     // budget bytes held for data
 	size    uint32
 	lastUse int // last piece writing from it, -1 for none
 	hash    merklehash.Hash
@@ -704,7 +705,10 @@ func (s *stream) free(sl *slot) {
 		if sl.pooled != nil {
 			putBuf(sl.pooled)
 		}
-		sl.data, sl.pooled, sl.cost = nil, nil, 0
+		if sl.ent != nil {
+			sl.ent.drop()
+		}
+		sl.data, sl.pooled, sl.ent, sl.cost = nil, nil, nil, 0
 	}
 }
 
