@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"testing"
@@ -125,5 +126,36 @@ func TestSeventeenthReaderAdmitted(t *testing.T) {
 		if a := <-ch; a.err != nil || a.status != 200 || !bytes.Equal(a.body, f.big.data) {
 			t.Errorf("reader %d: %d %d bytes %v", i+1, a.status, len(a.body), a.err)
 		}
+	}
+}
+
+// The upstream timeout does not run while a download waits for admission.
+func TestDownloadQueueWaitIsNotUpstreamTime(t *testing.T) {
+	const upstream = 100 * time.Millisecond
+	f := newFixture(t, func(c *Config) {
+		c.MaxDownloads, c.QueueMax, c.QueueTimeout, c.UpstreamTimeout = 1, 4, time.Hour, upstream
+	})
+	hold, err := f.srv.adm.acquire(context.Background(), 0) // the one slot
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := f.getAsync("/download/org/m/model.safetensors")
+	waitFor(t, func() bool { return f.srv.adm.queued() == 1 })
+	time.Sleep(3 * upstream) // well past the upstream timeout, in the queue
+	hold()
+	if a := <-waiting; a.err != nil || a.status != 200 || !bytes.Equal(a.body, f.big.data) {
+		t.Errorf("after a wait longer than the upstream timeout: %d %d bytes %v", a.status, len(a.body), a.err)
+	}
+}
+
+// The memory limit is the budget, the in-memory stores and the headroom.
+func TestMemoryLimit(t *testing.T) {
+	c := &Config{MaxBuffer: 256 << 20, CacheDir: "/c"}
+	if got := c.MemoryLimit(); got != 256<<20+MemoryHeadroom {
+		t.Errorf("disk cache: %d", got)
+	}
+	c = &Config{MaxBuffer: 256 << 20, CacheDir: "/c", CacheMemory: 100 << 20, S3Bucket: "b", S3Queue: 32 << 20}
+	if got := c.MemoryLimit(); got != 256<<20+100<<20+32<<20+MemoryHeadroom {
+		t.Errorf("memory tier, disk and bucket: %d", got)
 	}
 }
