@@ -63,6 +63,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		return err
 	}
 	var fl *fill
+	// held is what the entry being read holds of the budgets (entryHold).
+	var held int64
+	defer func() { s.releaseBytes(held) }()
 	since := s.e.fills.mark()
 	firstEnd := min(segmentEnd(fe.Chunks.Start), fe.Chunks.End)
 	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd)
@@ -74,6 +77,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		if first = s.e.stagingGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd); first != nil {
 			firstStaged = true
 		}
+	}
+	if first != nil {
+		held = s.entryHold(0, first)
 	}
 	if first == nil {
 		if err := s.ctx.Err(); err != nil {
@@ -105,16 +111,23 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 					break lookup
 				}
 			}
-			// Wait for this fetch's turn at the budget before reading the
-			// entry into memory, as a download waits before decoding.
-			if err = s.acquire(f, int(k), 0); err != nil {
-				return err
+			// Wait for this fetch's turn at the budget, and for room for
+			// the entry, before reading it into memory, as a download
+			// waits before decoding.
+			if held == 0 {
+				est := int64(hi-lo) * xorbTargetChunk
+				if err = s.acquire(f, int(k), est); err != nil {
+					return err
+				}
+				held = est
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, false)
 				break lookup
 			}
 			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, true)
 				break lookup
 			}
@@ -122,6 +135,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				// A promotion Puts before it drops the staged copy: one
 				// that ran between the two lookups left it in the cache.
 				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+					held = s.entryHold(held, ent)
 					err = s.fromEntry(f, tr, ent, src, m, false)
 					break lookup
 				}
@@ -134,9 +148,13 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 					continue
 				}
 			}
+			s.releaseBytes(held)
+			held = 0
 			s.e.stats.fallbacks.Add(1)
 			return c.next.fetch(s, f, tr, k)
 		}
+		s.releaseBytes(held)
+		held = 0
 		if errors.Is(err, errRecheck) {
 			s.e.stats.fallbacks.Add(1)
 			return c.next.fetch(s, f, tr, k)
@@ -228,6 +246,24 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 		n += g.blk.plan.Fetches[g.i].Bytes.Len()
 	}
 	return n < uint64(limit)
+}
+
+// entryHold charges the budgets for a cache entry read into memory, up
+// from held (an estimate taken before the read), and returns the new
+// charge. The entry's chunks are charged again as they are delivered
+// (deliver), and the whole buffer lives while any of them does, so the
+// entry is charged while it is being delivered: without it every stream
+// could hold entries far past the budget. The top-up never waits (the
+// bytes are in memory already).
+func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
+	n := int64(len(ent.Data))
+	if n <= held {
+		return held
+	}
+	always := func() bool { return true }
+	s.budget.acquire(s.ctx, n-held, always, whole)
+	s.e.budget.acquire(s.ctx, n-held, always, whole)
+	return n
 }
 
 // fromEntry delivers a cached entry. Its stored hashes are not trusted:

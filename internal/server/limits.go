@@ -238,13 +238,17 @@ func (a *admission) queued() int {
 // admit is acquire for a download d: the wait in the queue does not count
 // against the upstream timeout, whose clock stops while d waits.
 func (s *Server) admit(d *download, length int64) (func(), error) {
-	if !d.timer.Stop() {
-		// Fired already: d.ctx is (being) cancelled with the cause.
-		<-d.ctx.Done()
+	// Stop is false when the timer fired (d.ctx is being cancelled with
+	// its cause, which ends the wait) or was stopped before.
+	spent := time.Since(d.start)
+	stopped := d.timer.Stop()
+	if d.ctx.Err() != nil {
 		return nil, context.Cause(d.ctx)
 	}
 	release, err := s.adm.acquire(d.ctx, length)
-	d.timer.Reset(s.cfg.UpstreamTimeout)
+	if stopped { // the clock goes on where it stopped
+		d.timer.Reset(max(s.cfg.UpstreamTimeout-spent, time.Millisecond))
+	}
 	return release, err
 }
 
