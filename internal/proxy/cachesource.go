@@ -94,7 +94,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	lookup:
 		for {
 			if first != nil {
-				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged), nil
+				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged, &held), nil
 				break lookup
 			}
 			// Chunks a fill brought count as that fill's (fetched for this
@@ -123,12 +123,12 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
-				err = s.fromEntry(f, tr, ent, src, m, false)
+				err = s.fromEntry(f, tr, ent, src, m, false, &held)
 				break lookup
 			}
 			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
-				err = s.fromEntry(f, tr, ent, src, m, true)
+				err = s.fromEntry(f, tr, ent, src, m, true, &held)
 				break lookup
 			}
 			if s.e.staging != nil {
@@ -136,7 +136,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				// that ran between the two lookups left it in the cache.
 				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 					held = s.entryHold(held, ent)
-					err = s.fromEntry(f, tr, ent, src, m, false)
+					err = s.fromEntry(f, tr, ent, src, m, false, &held)
 					break lookup
 				}
 			}
@@ -193,7 +193,7 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 			}
 			return c.next.fetch(s, f, tr, k)
 		}
-		if err := s.fromEntry(f, tr, ent, srcCache, nil, false); err != nil {
+		if err := s.fromEntry(f, tr, ent, srcCache, nil, false, nil); err != nil {
 			return err
 		}
 		lo = hi
@@ -270,8 +270,11 @@ func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
 // a stream that can check (a manifest, or its own file hash) hashes the
 // bytes it got, and with a manifest checks every chunk before delivering
 // any, so that a bad copy is purged and fetched again (errRecheck) before
-// a byte of it is out. staged marks an entry that awaits a proof.
-func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool) error {
+// a byte of it is out. staged marks an entry that awaits a proof. held,
+// if not nil, is the budget charge of the whole entry (entryHold): the
+// slot of its last chunk takes it over, since the entry's buffer lives
+// until that chunk is consumed; *held is 0 then.
+func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool, held *int64) error {
 	base := f.blk.plan.Fetches[f.i].Chunks.Start
 	hashes := ent.Hashes
 	if s.verify || m != nil {
@@ -290,8 +293,16 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 		}
 	}
 	for c := ent.Start; c < ent.End; c++ {
-		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil); err != nil {
+		var extra int64
+		if c == ent.End-1 && held != nil {
+			extra = *held
+		}
+		took, err := s.deliverWith(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil, extra)
+		if err != nil {
 			return err
+		}
+		if took && extra > 0 {
+			*held = 0
 		}
 	}
 	if staged && m == nil {
@@ -344,19 +355,29 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 // slot uses it in place; the stream's budget is charged for it as for a
 // chunk it decoded itself. proven: a manifest checked it.
 func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool) error {
+	_, err := s.deliverWith(f, tr, k, data, h, src, proven, 0)
+	return err
+}
+
+// deliverWith is deliver whose slot also takes over extra bytes already
+// charged (reporting whether it did: only a chunk the stream uses keeps
+// a slot), to give them back when the chunk is consumed.
+func (s *stream) deliverWith(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool, extra int64) (bool, error) {
 	last, err := tr.Add(uint32(len(data)))
 	if err != nil {
-		return &IntegrityError{File: s.fileName(), Err: err}
+		return false, &IntegrityError{File: s.fileName(), Err: err}
 	}
 	sl := &f.slots[k]
 	sl.size, sl.lastUse, sl.hash, sl.src, sl.proven = uint32(len(data)), last, h, src, proven
+	took := false
 	if last >= 0 {
 		cost := int64(len(data))
 		if err := s.acquire(f, int(k), cost); err != nil {
-			return err
+			return false, err
 		}
-		sl.data, sl.cost = data, cost
+		sl.data, sl.cost = data, cost+extra
+		took = true
 	}
 	f.publish(int(k))
-	return nil
+	return took, nil
 }
