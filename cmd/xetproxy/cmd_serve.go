@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 
 	"github.com/xetproxy/xetproxy/internal/buildinfo"
 	"github.com/xetproxy/xetproxy/internal/engineconf"
@@ -70,6 +71,12 @@ func serveCommand() command {
 // runServer wires the engine and the server and serves until ctx ends.
 func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln net.Listener) error {
 	metrics := server.NewMetrics(buildinfo.Version())
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Hold the heap near the memory model of the config instead of
+		// the collector's default of twice the live heap.
+		debug.SetMemoryLimit(cfg.MemoryLimit())
+		log.Info("memory limit", "bytes", cfg.MemoryLimit())
+	}
 	transport := metrics.Transport(engineconf.NewTransport(), cfg.HubURL)
 	eng, closeEngine, err := engineconf.New(cfg.Engine(transport, log))
 	if err != nil {

@@ -43,8 +43,10 @@ type Config struct {
 	UserAgent string
 
 	// Parallel bounds the xorb range downloads of one stream; ReadAhead the
-	// decoded bytes one stream holds ahead of its reader; MaxBuffer those
-	// of all streams (proxy.Config Parallel, StreamBuffer, MaxBuffer).
+	// decoded bytes one stream holds ahead of its reader; MaxBuffer all
+	// the decoded data in flight: the read-ahead of all streams and, with
+	// a cache, the fills (SplitBuffer; proxy.Config Parallel,
+	// StreamBuffer, MaxBuffer, FillBuffer).
 	Parallel  int
 	ReadAhead int64
 	MaxBuffer int64
@@ -154,9 +156,11 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 		}
 		pc.Terms = terms
 	}
-	if cfg.MaxBuffer > 0 {
-		// Fills may hold a quarter of what the streams may.
-		pc.FillBuffer = max(64<<20, cfg.MaxBuffer/4)
+	if cfg.MaxBuffer > 0 && store != nil {
+		// MaxBuffer is all the data in flight: cache fills (decoding and
+		// staging segments until they are stored) get a quarter of it,
+		// the read-ahead of the streams the rest.
+		pc.FillBuffer, pc.MaxBuffer = SplitBuffer(cfg.MaxBuffer)
 	}
 	eng, err := proxy.New(pc)
 	if err != nil {
@@ -317,6 +321,39 @@ func humanSize(n int64) string {
 		return fmt.Sprintf("%.1fMiB", float64(n)/(1<<20))
 	}
 	return fmt.Sprintf("%dB", n)
+}
+
+// MemoryStores is the memory the cache cfg describes may hold in its own
+// stores, outside the data in flight: the memory tier (DefaultS3Staging
+// in front of a bucket alone), the staging store of unproven chunks when
+// there is no disk tier, and the queue of writes to the S3 tier.
+func MemoryStores(cfg CacheConfig) int64 {
+	n := cfg.Memory
+	if n == 0 && cfg.Dir == "" && cfg.S3Bucket != "" {
+		n = DefaultS3Staging
+	}
+	if cfg.Dir == "" {
+		n *= 2 // NewStaging: a memory store of the memory tier's size
+	}
+	switch {
+	case cfg.S3Bucket != "" && cfg.Dir != "":
+		n += spooledQueueMemory // the queue waits on disk and holds keys
+	case cfg.S3Bucket != "":
+		n += cfg.S3Queue
+	}
+	return n
+}
+
+// spooledQueueMemory bounds the memory of an S3 write queue spooled to the
+// disk tier: at most 4096 waiting writes of under 200 bytes each
+// (cache.Tiered).
+const spooledQueueMemory = 1 << 20
+
+// SplitBuffer divides a memory budget for data in flight between the
+// cache fills (a quarter) and the read-ahead of the streams (the rest).
+func SplitBuffer(total int64) (fills, streams int64) {
+	fills = total / 4
+	return fills, total - fills
 }
 
 // NewStaging builds the store for chunks that await a proof (proxy.Config.

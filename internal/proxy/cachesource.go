@@ -64,6 +64,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		return err
 	}
 	var fl *fill
+	// held is what the entry being read holds of the budgets (entryHold).
+	var held int64
+	defer func() { s.releaseBytes(held) }()
 	since := s.e.fills.mark()
 	firstEnd := min(segmentEnd(fe.Chunks.Start), fe.Chunks.End)
 	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd)
@@ -75,6 +78,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		if first = s.e.stagingGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd); first != nil {
 			firstStaged = true
 		}
+	}
+	if first != nil {
+		held = s.entryHold(0, first)
 	}
 	if first == nil {
 		if err := s.ctx.Err(); err != nil {
@@ -89,7 +95,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	lookup:
 		for {
 			if first != nil {
-				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged), nil
+				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged, &held), nil
 				break lookup
 			}
 			// Chunks a fill brought count as that fill's (fetched for this
@@ -106,24 +112,32 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 					break lookup
 				}
 			}
-			// Wait for this fetch's turn at the budget before reading the
-			// entry into memory, as a download waits before decoding.
-			if err = s.acquire(f, int(k), 0); err != nil {
-				return err
+			// Wait for this fetch's turn at the budget, and for room for
+			// the entry, before reading it into memory, as a download
+			// waits before decoding.
+			if held == 0 {
+				est := int64(hi-lo) * xorbTargetChunk
+				if err = s.acquire(f, int(k), est); err != nil {
+					return err
+				}
+				held = est
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
-				err = s.fromEntry(f, tr, ent, src, m, false)
+				held = s.entryHold(held, ent)
+				err = s.fromEntry(f, tr, ent, src, m, false, &held)
 				break lookup
 			}
 			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
-				err = s.fromEntry(f, tr, ent, src, m, true)
+				held = s.entryHold(held, ent)
+				err = s.fromEntry(f, tr, ent, src, m, true, &held)
 				break lookup
 			}
 			if s.e.staging != nil {
 				// A promotion Puts before it drops the staged copy: one
 				// that ran between the two lookups left it in the cache.
 				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
-					err = s.fromEntry(f, tr, ent, src, m, false)
+					held = s.entryHold(held, ent)
+					err = s.fromEntry(f, tr, ent, src, m, false, &held)
 					break lookup
 				}
 			}
@@ -135,9 +149,13 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 					continue
 				}
 			}
+			s.releaseBytes(held)
+			held = 0
 			s.e.stats.fallbacks.Add(1)
 			return c.next.fetch(s, f, tr, k)
 		}
+		s.releaseBytes(held)
+		held = 0
 		if errors.Is(err, errRecheck) {
 			s.e.stats.fallbacks.Add(1)
 			return c.next.fetch(s, f, tr, k)
@@ -176,7 +194,7 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 			}
 			return c.next.fetch(s, f, tr, k)
 		}
-		if err := s.fromEntry(f, tr, ent, srcCache, nil, false); err != nil {
+		if err := s.fromEntry(f, tr, ent, srcCache, nil, false, nil); err != nil {
 			return err
 		}
 		lo = hi
@@ -231,12 +249,33 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 	return n < uint64(limit)
 }
 
+// entryHold charges the budgets for a cache entry read into memory, up
+// from held (an estimate taken before the read), and returns the new
+// charge. The entry's chunks are charged again as they are delivered
+// (deliver), and the whole buffer lives while any of them does, so the
+// entry is charged while it is being delivered: without it every stream
+// could hold entries far past the budget. The top-up never waits (the
+// bytes are in memory already).
+func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
+	n := int64(len(ent.Data))
+	if n <= held {
+		return held
+	}
+	always := func() bool { return true }
+	s.budget.acquire(s.ctx, n-held, always, whole)
+	s.e.budget.acquire(s.ctx, n-held, always, whole)
+	return n
+}
+
 // fromEntry delivers a cached entry. Its stored hashes are not trusted:
 // a stream that can check (a manifest, or its own file hash) hashes the
 // bytes it got, and with a manifest checks every chunk before delivering
 // any, so that a bad copy is purged and fetched again (errRecheck) before
-// a byte of it is out. staged marks an entry that awaits a proof.
-func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool) error {
+// a byte of it is out. staged marks an entry that awaits a proof. held,
+// if not nil, is the budget charge of the whole entry (entryHold): the
+// slot of its last chunk takes it over, since the entry's buffer lives
+// until that chunk is consumed; *held is 0 then.
+func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool, held *int64) error {
 	base := f.blk.plan.Fetches[f.i].Chunks.Start
 	hashes := ent.Hashes
 	switch {
@@ -273,8 +312,16 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 	ref.n.Store(1)
 	defer ref.drop()
 	for c := ent.Start; c < ent.End; c++ {
-		if err := s.deliver(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil, ref); err != nil {
+		var extra int64
+		if c == ent.End-1 && held != nil {
+			extra = *held
+		}
+		took, err := s.deliverWith(f, tr, c-base, ent.Chunk(c), hashes[c-ent.Start], src, m != nil, ref, extra)
+		if err != nil {
 			return err
+		}
+		if took && extra > 0 {
+			*held = 0
 		}
 	}
 	if staged && m == nil {
@@ -352,23 +399,33 @@ func (r *entryRef) drop() {
 // charged for it as for a chunk it decoded itself. proven: a manifest
 // checked it.
 func (s *stream) deliver(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool, ref *entryRef) error {
+	_, err := s.deliverWith(f, tr, k, data, h, src, proven, ref, 0)
+	return err
+}
+
+// deliverWith is deliver whose slot also takes over extra bytes already
+// charged (reporting whether it did: only a chunk the stream uses keeps
+// a slot), to give them back when the chunk is consumed.
+func (s *stream) deliverWith(f *fetch, tr *reconstruction.Tracker, k uint32, data []byte, h merklehash.Hash, src source, proven bool, ref *entryRef, extra int64) (bool, error) {
 	last, err := tr.Add(uint32(len(data)))
 	if err != nil {
-		return &IntegrityError{File: s.fileName(), Err: err}
+		return false, &IntegrityError{File: s.fileName(), Err: err}
 	}
 	sl := &f.slots[k]
 	sl.size, sl.lastUse, sl.hash, sl.src, sl.proven = uint32(len(data)), last, h, src, proven
+	took := false
 	if last >= 0 {
 		cost := int64(len(data))
 		if err := s.acquire(f, int(k), cost); err != nil {
-			return err
+			return false, err
 		}
-		sl.data, sl.cost = data, cost
+		sl.data, sl.cost = data, cost+extra
+		took = true
 		if ref != nil {
 			ref.n.Add(1)
 			sl.ent = ref
 		}
 	}
 	f.publish(int(k))
-	return nil
+	return took, nil
 }

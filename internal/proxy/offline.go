@@ -267,7 +267,7 @@ func (cachedOnly) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from ui
 			}
 			return fmt.Errorf("chunks %d-%d of xorb %s: %w", lo, hi, fe.Xorb, ErrNotCached)
 		}
-		if err := s.fromEntry(f, tr, ent, srcCache, m, staged); err != nil {
+		if err := s.fromEntry(f, tr, ent, srcCache, m, staged, nil); err != nil {
 			if errors.Is(err, errRecheck) {
 				return fmt.Errorf("chunks %d-%d of xorb %s failed their proof: %w", lo, hi, fe.Xorb, ErrNotCached)
 			}

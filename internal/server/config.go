@@ -37,11 +37,19 @@ type Config struct {
 	LogFormat    string // text or json
 	LogLevel     string // debug, info, warn, error
 
-	MaxDownloads int   // concurrent downloads before 503
-	MaxBuffer    int64 // total read-ahead bytes before 503
-	// ReadAhead is the read-ahead one download may hold; a download reserves
-	// min(ReadAhead, length) of MaxBuffer for its lifetime.
+	MaxDownloads int // concurrent downloads; more wait in the queue
+	// MaxBuffer is the memory of data in flight: the read-ahead of all
+	// streams and the cache fills (see docs/operations.md, Memory). A
+	// download also reserves min(1MiB, ReadAhead, length) of it at
+	// admission for its lifetime.
+	MaxBuffer int64
+	// ReadAhead is the read-ahead one download may hold.
 	ReadAhead int64
+	// QueueMax bounds the downloads waiting for admission (0 = none wait,
+	// negative = 4×MaxDownloads); QueueTimeout bounds their wait. Past
+	// either the answer is 503 + Retry-After.
+	QueueMax     int
+	QueueTimeout time.Duration
 
 	ReadHeaderTimeout time.Duration // time to read request headers
 	IdleTimeout       time.Duration // keep-alive idle connections
@@ -115,6 +123,7 @@ type Config struct {
 // Default values of the settings that have no environment variable.
 const (
 	DefaultReadAhead         = 16 << 20
+	DefaultQueueTimeout      = 30 * time.Second
 	DefaultReadHeaderTimeout = 10 * time.Second
 	DefaultBodyTimeout       = 30 * time.Second
 	DefaultIdleTimeout       = 120 * time.Second
@@ -153,9 +162,13 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.LogFormat, "log-format", env("XETPROXY_LOG_FORMAT", "text"), "log format: text or json (env XETPROXY_LOG_FORMAT)")
 	fs.StringVar(&c.LogLevel, "log-level", env("XETPROXY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env XETPROXY_LOG_LEVEL)")
 	c.MaxDownloads = c.envInt("XETPROXY_MAX_DOWNLOADS", env("XETPROXY_MAX_DOWNLOADS", "64"))
-	fs.IntVar(&c.MaxDownloads, "max-downloads", c.MaxDownloads, "concurrent downloads before answering 503 (env XETPROXY_MAX_DOWNLOADS)")
+	fs.IntVar(&c.MaxDownloads, "max-downloads", c.MaxDownloads, "concurrent downloads; more wait in the admission queue (env XETPROXY_MAX_DOWNLOADS)")
 	c.MaxBuffer = c.envSize("XETPROXY_MAX_BUFFER", env("XETPROXY_MAX_BUFFER", "1GiB"))
-	fs.Var((*sizeFlag)(&c.MaxBuffer), "max-buffer", "total read-ahead bytes of all downloads before answering 503, e.g. 1GiB (env XETPROXY_MAX_BUFFER)")
+	fs.Var((*sizeFlag)(&c.MaxBuffer), "max-buffer", "memory for data in flight: read-ahead of all downloads and cache fills, e.g. 1GiB (env XETPROXY_MAX_BUFFER)")
+	c.QueueMax = c.envInt("XETPROXY_QUEUE_MAX", env("XETPROXY_QUEUE_MAX", "-1"))
+	fs.IntVar(&c.QueueMax, "queue-max", c.QueueMax, "downloads that may wait for admission before answering 503; -1 = 4×max-downloads, 0 = no queue (env XETPROXY_QUEUE_MAX)")
+	c.QueueTimeout = c.envDuration("XETPROXY_QUEUE_TIMEOUT", env("XETPROXY_QUEUE_TIMEOUT", DefaultQueueTimeout.String()))
+	fs.DurationVar(&c.QueueTimeout, "queue-timeout", c.QueueTimeout, "longest wait in the admission queue before answering 503 (env XETPROXY_QUEUE_TIMEOUT)")
 	c.ReadAhead = DefaultReadAhead
 	fs.Var((*sizeFlag)(&c.ReadAhead), "read-ahead", "read-ahead bytes one download may hold (counted against --max-buffer)")
 	c.ReadHeaderTimeout = DefaultReadHeaderTimeout
@@ -227,6 +240,14 @@ func (c *Config) cacheConfig() engineconf.CacheConfig {
 	}
 }
 
+// queueMax is QueueMax with -1 resolved.
+func (c *Config) queueMax() int {
+	if c.QueueMax < 0 {
+		return 4 * c.MaxDownloads
+	}
+	return c.QueueMax
+}
+
 // LoadAPIKeysFile adds the keys of APIKeysFile (if set) to APIKeys.
 func (c *Config) LoadAPIKeysFile() error {
 	if c.APIKeysFile == "" {
@@ -295,6 +316,12 @@ func (c *Config) Validate() error {
 	if c.ReadAhead < 64<<10 {
 		bad("read-ahead must be at least 64KiB")
 	}
+	if c.QueueMax < -1 {
+		bad("queue-max must be -1 (4×max-downloads), 0 or positive")
+	}
+	if c.QueueTimeout < 0 {
+		bad("queue-timeout must not be negative")
+	}
 	if c.MaxBuffer < c.ReadAhead {
 		bad("max-buffer (%d) must be at least read-ahead (%d)", c.MaxBuffer, c.ReadAhead)
 	}
@@ -345,7 +372,7 @@ func (c *Config) Redacted() []any {
 	return []any{
 		"listen", c.Listen, "metrics_listen", c.MetricsListen, "hub_url", c.HubURL,
 		"server_token_enabled", c.ServerTokenEnabled, "server_token_set", c.ServerToken != "",
-		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer,
+		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer, "queue_max", c.queueMax(), "queue_timeout", c.QueueTimeout.String(),
 		"read_ahead", c.ReadAhead, "drain_timeout", c.DrainTimeout.String(),
 		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
 		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,

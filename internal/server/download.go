@@ -176,9 +176,9 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		return
 	}
 
-	release, ok := s.adm.acquire(sp.length)
-	if !ok {
-		s.fail(w, r, d, errOverloaded)
+	release, err := s.admit(d, sp.length)
+	if err != nil {
+		s.fail(w, r, d, err)
 		return
 	}
 	defer release()

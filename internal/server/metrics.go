@@ -30,6 +30,8 @@ type Metrics struct {
 	inFlight        prometheus.Gauge
 	rejected        *prometheus.CounterVec
 	reserved        prometheus.Gauge
+	queued          prometheus.Gauge     // downloads waiting for admission (limits.go)
+	queueWait       prometheus.Histogram // time spent in that queue, admitted or not
 	firstByte       prometheus.Histogram
 	aborted         *prometheus.CounterVec
 	upstreamReqs    *prometheus.CounterVec
@@ -60,10 +62,17 @@ func NewMetrics(version string) *Metrics {
 			Name: "xetproxy_downloads_in_flight", Help: "Downloads holding a slot now.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "xetproxy_downloads_rejected_total", Help: "Downloads refused with 503, by reason (slots, buffer, draining).",
+			Name: "xetproxy_downloads_rejected_total", Help: "Downloads refused with 503, by reason (queue_full, queue_timeout, draining; slots or buffer when there is no queue).",
 		}, []string{"reason"}),
 		reserved: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "xetproxy_buffer_reserved_bytes", Help: "Read-ahead bytes reserved by downloads in flight.",
+			Name: "xetproxy_buffer_reserved_bytes", Help: "Bytes of --max-buffer reserved at admission by downloads in flight.",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "xetproxy_downloads_queued", Help: "Downloads waiting for a slot (or budget) in the admission queue.",
+		}),
+		queueWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "xetproxy_download_queue_wait_seconds", Help: "Time downloads spent in the admission queue, whether admitted, timed out or gone.",
+			Buckets: []float64{.01, .05, .1, .5, 1, 2.5, 5, 10, 30, 60, 120},
 		}),
 		firstByte: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "xetproxy_download_first_byte_seconds", Help: "Time from request to the status line of a download (resolve, token, first bytes).",
@@ -96,7 +105,7 @@ func NewMetrics(version string) *Metrics {
 		Name: "xetproxy_build_info", Help: "Always 1; the version label tells the build.",
 	}, []string{"version"})
 	build.WithLabelValues(version).Set(1)
-	reg.MustRegister(m.requests, m.duration, m.servedBytes, m.inFlight, m.rejected, m.reserved,
+	reg.MustRegister(m.requests, m.duration, m.servedBytes, m.inFlight, m.rejected, m.reserved, m.queued, m.queueWait,
 		m.firstByte, m.aborted, m.upstreamReqs, m.upstreamBytes, m.upstreamLatency, m.upstreamRetries, m.downloads, m.downloadBytes, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

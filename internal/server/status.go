@@ -115,9 +115,11 @@ type statusUpstreamView struct {
 }
 
 type statusDownloads struct {
-	InFlight int  `json:"in_flight"`
-	Max      int  `json:"max"`
-	Ready    bool `json:"ready"` // false while draining
+	InFlight int    `json:"in_flight"`
+	Max      int    `json:"max"`
+	Queued   int    `json:"queued"` // waiting for admission
+	Ready    bool   `json:"ready"`  // false while draining or with the queue full
+	Reason   string `json:"reason,omitempty"`
 }
 
 type statusCache struct {
@@ -175,8 +177,8 @@ func (s *Server) statusSnapshot(keyed bool) statusSnapshot {
 	if a := s.listenAddr.Load(); a != nil {
 		snap.Listen = *a
 	}
-	ready, _ := s.adm.ready()
-	snap.Downloads = statusDownloads{InFlight: s.adm.inFlight(), Max: s.cfg.MaxDownloads, Ready: ready}
+	ready, why := s.adm.ready()
+	snap.Downloads = statusDownloads{InFlight: s.adm.inFlight(), Max: s.cfg.MaxDownloads, Queued: s.adm.queued(), Ready: ready, Reason: why}
 
 	if f := s.status.upstream; f != nil {
 		if u := f(); u.Known {

@@ -118,19 +118,18 @@ func (s *Server) admitBackground(ctx context.Context, size int64) (func(), error
 }
 
 // acquireBackground is acquire for background work, which must leave a
-// quarter of the slots and of the read-ahead budget to clients. Refusals
-// are not counted as rejected downloads.
+// quarter of the slots and of the byte bound to clients and never goes
+// before a queued client. It does not wait; refusals are not counted as
+// rejected downloads.
 func (a *admission) acquireBackground(length int64) (release func(), ok, draining bool) {
-	need := min(a.readAhead, max(length, 0))
+	need := min(a.charge, max(length, 0))
 	a.mu.Lock()
-	busy := a.draining || a.slots+1 > a.maxSlots-a.maxSlots/4 || a.reserved+need > a.maxBytes-a.maxBytes/4
-	draining = a.draining
-	a.mu.Unlock()
-	if busy {
-		return nil, false, draining
+	defer a.mu.Unlock()
+	if a.draining || len(a.queue) > 0 || a.slots+1 > a.maxSlots-a.maxSlots/4 || a.reserved+need > a.maxBytes-a.maxBytes/4 {
+		return nil, false, a.draining
 	}
-	release, ok = a.acquire(length)
-	return release, ok, false
+	a.take(need)
+	return a.releaser(need), true, false
 }
 
 // adminWarm serves /admin/warm.

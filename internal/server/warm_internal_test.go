@@ -1,6 +1,9 @@
 package server
 
-import "testing"
+import (
+	"context"
+	"testing"
+)
 
 // Warming takes download slots and read-ahead like downloads, but only
 // while a quarter of each stays free for clients.
@@ -23,11 +26,11 @@ func TestAcquireBackgroundLeavesAQuarterToClients(t *testing.T) {
 	}
 	// clients get the rest
 	for i := 0; i < 2; i++ {
-		if _, ok := a.acquire(10); !ok {
+		if _, err := a.acquire(context.Background(), 10); err != nil {
 			t.Fatalf("client download %d refused next to background work", i+1)
 		}
 	}
-	if _, ok := a.acquire(10); ok {
+	if _, err := a.acquire(context.Background(), 10); err == nil {
 		t.Fatal("premise: the slots are all taken now")
 	}
 	for _, r := range held {
@@ -46,7 +49,7 @@ func TestAcquireBackgroundLeavesAQuarterToClients(t *testing.T) {
 	if n != 3 {
 		t.Fatalf("background work reserved %d read-aheads of 50 in 200, want 3", n)
 	}
-	if _, ok := b.acquire(1 << 20); !ok {
+	if _, err := b.acquire(context.Background(), 1<<20); err != nil {
 		t.Fatal("client download refused next to background work")
 	}
 

@@ -248,9 +248,9 @@ func (s *Server) casXorb(w http.ResponseWriter, r *http.Request, id string) {
 	}
 	d := s.newDownload(r)
 	defer d.cancel(nil)
-	release, ok := s.adm.acquire(total)
-	if !ok {
-		s.fail(w, r, d, errOverloaded)
+	release, err := s.admit(d, total)
+	if err != nil {
+		s.fail(w, r, d, err)
 		return
 	}
 	defer release()

@@ -1,0 +1,94 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/fakehub"
+)
+
+// Cold readers of several files through a cache: the fills charge their
+// segments to the fill budget, which never goes past its limit, the
+// streams' read-ahead stays within the engine budget (plus what each
+// reader waits for), and everything is given back at the end.
+func TestBudgetsBoundDataInFlight(t *testing.T) {
+	const (
+		fillLimit   = 2 * segmentChunks * maxChunk // two segments decoding or waiting to be stored
+		streamLimit = 4 << 20
+		files       = 3
+		readers     = 4 // per file
+	)
+	e := cacheEnv(t, memCache(t, 1<<30), func(c *Config) {
+		c.FillBuffer = fillLimit
+		c.MaxBuffer = streamLimit
+		c.StreamBuffer = 2 << 20
+	})
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	var data [files][]byte
+	for i := range files {
+		data[i] = mixed(uint64(100+i), 6<<20)
+		e.add(t, "org/m", fmt.Sprintf("f%d.bin", i), data[i])
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, files*readers)
+	for i := range files {
+		m := e.stat(t, "", repoM, fmt.Sprintf("f%d.bin", i))
+		for range readers {
+			wg.Go(func() {
+				rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer rc.Close()
+				got, err := io.ReadAll(rc)
+				if err == nil && !bytes.Equal(got, data[i]) {
+					err = errors.New("bytes differ")
+				}
+				errs <- err
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := e.eng.CacheStats(); st.Fills == 0 {
+		t.Fatal("no fill ran: the test tests nothing")
+	}
+	// Fills outlive their streams: wait for them to give their bytes back.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		used, _ := e.eng.fillBudget.stats()
+		if used == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fill budget still holds %d bytes after the fills", used)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_, peak := e.eng.fillBudget.stats()
+	if peak == 0 || peak > fillLimit {
+		t.Errorf("fill budget peaked at %d, limit %d (0: fills not charged)", peak, fillLimit)
+	}
+	used, speak := e.eng.budget.stats()
+	if used != 0 {
+		t.Errorf("stream budget holds %d bytes after the reads", used)
+	}
+	// Past the limit only by what each reader waits for: its chunks, and
+	// the first cache entry of a fetch, charged once read (at most a
+	// segment).
+	if slack := int64(files*readers) * ((waitBatch+1)*maxChunk + segmentChunks*maxChunk); speak > streamLimit+slack {
+		t.Errorf("stream budget peaked at %d, limit %d + %d", speak, streamLimit, slack)
+	}
+}
