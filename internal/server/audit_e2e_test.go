@@ -12,95 +12,33 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
-	"net"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// auditProxy is a cacheProxy whose log is kept, with its Server.
+// auditProxy is a cacheProxy whose log is kept (as JSON), with its Server.
 type auditProxy struct {
 	*cacheProxy
 	srv  *server.Server
-	logs *syncBuffer
+	logs *servertest.Buffer
 }
 
 func startAuditProxy(t *testing.T, hubURL string, mod func(*server.Config)) *auditProxy {
 	t.Helper()
-	cfg := server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "json", LogLevel: "info", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second,
-		CacheDir: t.TempDir(), CacheSize: 1 << 30,
-	}
+	cfg := servertest.Config(t, hubURL)
+	cfg.LogFormat, cfg.LogLevel = "json", "info"
 	if mod != nil {
 		mod(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewJSONHandler(logs, nil))
-	metrics := server.NewMetrics("test")
-	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, slog.New(slog.DiscardHandler)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "test", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, metrics: metrics}
-	var once sync.Once
-	p.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer ccancel()
-			if err := eng.Close(cctx); err != nil {
-				t.Errorf("engine close: %v", err)
-			}
-		})
-	}
-	t.Cleanup(p.stop)
-	return &auditProxy{cacheProxy: p, srv: srv, logs: logs}
+	s := servertest.Start(t, cfg, servertest.Log("json", slog.LevelInfo))
+	p := newCacheProxy(t, s)
+	return &auditProxy{cacheProxy: p, srv: s.Srv, logs: s.Log}
 }
 
 // downloads waits until the log holds n lines with msg "download" (they

@@ -10,8 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -29,6 +27,7 @@ import (
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 	"github.com/xetproxy/xetproxy/internal/xettest"
 )
 
@@ -82,54 +81,22 @@ type cacheProxy struct {
 // unless mod changes the configuration.
 func startCacheProxy(t *testing.T, hubURL string, mod func(*server.Config)) *cacheProxy {
 	t.Helper()
-	cfg := server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "text", LogLevel: "info", MaxDownloads: 64, MaxBuffer: 512 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second,
-		CacheDir: t.TempDir(), CacheSize: 1 << 30,
-	}
+	cfg := servertest.Config(t, hubURL)
+	cfg.LogLevel, cfg.MaxDownloads, cfg.MaxBuffer = "info", 64, 512<<20
 	if mod != nil {
 		mod(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.DiscardHandler)
-	metrics := server.NewMetrics("test")
-	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics.ObserveEngine(eng)
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "test", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &cacheProxy{t: t, url: "http://" + ln.Addr().String(), eng: eng, srv: srv, metrics: metrics}
-	var once sync.Once
+	return newCacheProxy(t, servertest.Start(t, cfg, servertest.ObserveEngine()))
+}
+
+// newCacheProxy wraps a started server.
+func newCacheProxy(t *testing.T, s *servertest.Server) *cacheProxy {
+	p := &cacheProxy{t: t, url: s.URL, eng: s.Engine, srv: s.Srv, metrics: s.Metrics}
 	p.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer ccancel()
-			if err := eng.Close(cctx); err != nil {
-				t.Errorf("engine close: %v", err)
-			}
-		})
+		if err := s.Stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
 	}
-	t.Cleanup(p.stop)
 	return p
 }
 

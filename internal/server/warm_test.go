@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -20,9 +19,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 	"github.com/xetproxy/xetproxy/internal/warm"
 )
 
@@ -66,65 +65,22 @@ type warmProxy struct {
 	t    *testing.T
 	url  string
 	srv  *server.Server
-	log  *syncBuffer
+	log  *servertest.Buffer
 	stop func() error
 }
 
 func startWarmProxy(t *testing.T, hubURL string, mod func(*server.Config)) *warmProxy {
 	t.Helper()
-	cfg := server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "text", LogLevel: "debug", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second,
-		CacheDir: t.TempDir(), CacheSize: 1 << 30,
-		APIKeys: []string{warmKey},
-		// long enough that a download right after a warm reuses its
-		// authorisation (reconstruction) instead of asking again
-		AuthTTL: 10 * time.Minute,
-	}
+	cfg := servertest.Config(t, hubURL)
+	cfg.APIKeys = []string{warmKey}
+	// long enough that a download right after a warm reuses its
+	// authorisation (reconstruction) instead of asking again
+	cfg.AuthTTL = 10 * time.Minute
 	if mod != nil {
 		mod(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	logBuf := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	metrics := server.NewMetrics("test")
-	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "test", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &warmProxy{t: t, url: "http://" + ln.Addr().String(), srv: srv, log: logBuf}
-	var once sync.Once
-	var serveErr error
-	p.stop = func() error {
-		once.Do(func() {
-			cancel()
-			serveErr = <-done
-			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer ccancel()
-			if err := eng.Close(cctx); err != nil {
-				t.Errorf("engine close: %v", err)
-			}
-		})
-		return serveErr
-	}
-	t.Cleanup(func() { p.stop() })
-	return p
+	s := servertest.Start(t, cfg, servertest.Log("text", slog.LevelDebug), servertest.EngineLog())
+	return &warmProxy{t: t, url: s.URL, srv: s.Srv, log: s.Log, stop: s.Stop}
 }
 
 // warmAnswer is the answer to a POST /admin/warm.
