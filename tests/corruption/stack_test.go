@@ -10,7 +10,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,12 +26,12 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/xetproxy/xetproxy/internal/chunking"
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/proxy"
 	"github.com/xetproxy/xetproxy/internal/reconstruction"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 	"github.com/xetproxy/xetproxy/internal/xettest"
 	"github.com/xetproxy/xetproxy/internal/xorb"
 )
@@ -301,14 +300,10 @@ const bucketName = "xetproxy-cache"
 
 func newStack(t *testing.T, mode cacheMode) *stack {
 	t.Helper()
-	st := &stack{t: t, mode: mode, cfg: server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "text", LogLevel: "info", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second, CacheSize: 1 << 30,
-	}}
-	if mode != noCache {
-		st.cfg.CacheDir = t.TempDir()
+	st := &stack{t: t, mode: mode, cfg: servertest.Config(t, hubURL)}
+	st.cfg.LogLevel = "info"
+	if mode == noCache {
+		st.cfg.CacheDir = ""
 	}
 	if mode == s3Cache {
 		st.bucket = s3mem.New()
@@ -356,45 +351,16 @@ type instance struct {
 
 func startProxy(t *testing.T, cfg server.Config) *instance {
 	t.Helper()
-	log := slog.New(slog.DiscardHandler)
+	opts := []servertest.Option{servertest.ObserveEngine()}
 	if os.Getenv("CORRUPTION_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, servertest.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
-	metrics := server.NewMetrics("corruption")
-	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics.ObserveEngine(eng)
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "test", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	p := &instance{t: t, url: "http://" + ln.Addr().String(), eng: eng}
-	var once sync.Once
-	p.stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-			cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer ccancel()
-			if err := eng.Close(cctx); err != nil {
-				t.Errorf("engine close: %v", err)
-			}
-		})
-	}
-	t.Cleanup(p.stop)
-	return p
+	s := servertest.Start(t, cfg, opts...)
+	return &instance{t: t, url: s.URL, eng: s.Engine, stop: func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}}
 }
 
 // consulted checks the premise that the server looked its cache tier up
