@@ -11,7 +11,6 @@ import (
 	"flag"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,10 +20,10 @@ import (
 	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
 // offlineHub is a fakehub whose listener the test can close.
@@ -324,32 +323,11 @@ func TestDefaultCacheDir(t *testing.T) {
 	if cfg.CacheDir != want || cfg.CacheSize != 0 {
 		t.Fatalf("cache dir %q size %d, want %q and the automatic size", cfg.CacheDir, cfg.CacheSize, want)
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+	s := servertest.Start(t, cfg, servertest.Log("text", slog.LevelInfo), servertest.EngineLog())
+	if logs := s.Log.String(); !strings.Contains(logs, "cache size chosen") || !strings.Contains(logs, "free") {
+		t.Errorf("the chosen size is not logged: %s", logs)
 	}
-	var logs bytes.Buffer
-	log := slog.New(slog.NewTextHandler(&logs, nil))
-	eng, closeEng, err := engineconf.New(cfg.Engine(nil, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeEng()
-	if !strings.Contains(logs.String(), "cache size chosen") || !strings.Contains(logs.String(), "free") {
-		t.Errorf("the chosen size is not logged: %s", logs.String())
-	}
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	defer func() { cancel(); <-done }()
-	res, err := http.Get("http://" + ln.Addr().String() + "/download/org/m/w.safetensors")
+	res, err := http.Get(s.URL + "/download/org/m/w.safetensors")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +338,7 @@ func TestDefaultCacheDir(t *testing.T) {
 	}
 	fctx, fcancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer fcancel()
-	if err := eng.Flush(fctx); err != nil {
+	if err := s.Engine.Flush(fctx); err != nil {
 		t.Fatal(err)
 	}
 	var chunks, meta int
