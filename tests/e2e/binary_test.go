@@ -11,10 +11,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
 // buildBinary builds cmd/xetproxy into a temporary directory.
@@ -32,24 +33,6 @@ func buildBinary(t *testing.T) string {
 	return bin
 }
 
-// syncBuffer is a bytes.Buffer safe for the process's stderr copier.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSIGTERMDrain runs the real binary, sends SIGTERM in the middle of a
 // download, and checks that the download completes byte-identical, that no
 // new connection is accepted meanwhile, and that the process exits 0.
@@ -61,7 +44,7 @@ func TestSIGTERMDrain(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	var stderr syncBuffer
+	var stderr servertest.Buffer // safe for the process's stderr copier
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--hub-url", hubURL, "--drain-timeout", "60s", "--log-format", "json", "--read-ahead", "1MiB")
 	cmd.Env = append(os.Environ(), "HF_TOKEN=", "XETPROXY_API_KEYS=", "XETPROXY_CACHE_DIR="+t.TempDir())
 	cmd.Stderr = &stderr

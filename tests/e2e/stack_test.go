@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
 	"github.com/xetproxy/xetproxy/internal/server/sample"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
 // One fake Hub serves every test: populating it takes a second, and the
@@ -108,50 +107,24 @@ type proxy struct {
 	upstream *http.Transport // the engine's connections to the fake Hub
 }
 
-// startProxy runs a server (real engine) on a loopback port until the test
-// ends; mod adjusts its configuration.
+// startProxy runs a server (real engine, memory cache) on a loopback port
+// until the test ends; mod adjusts its configuration.
 func startProxy(t *testing.T, mod func(*server.Config)) *proxy {
 	t.Helper()
-	cfg := server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "text", LogLevel: "debug", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second, CacheSize: 1 << 30,
-		Xet: *xetMode, SigningKey: "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0", // 32 bytes, hex
-	}
+	cfg := servertest.Config(t, hubURL)
+	cfg.CacheDir = ""
+	cfg.Xet, cfg.SigningKey = *xetMode, "e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0e2e0" // 32 bytes, hex
 	if mod != nil {
 		mod(&cfg)
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := []servertest.Option{servertest.Version("e2e")}
 	if testing.Verbose() && os.Getenv("E2E_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, servertest.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
-	metrics := server.NewMetrics("e2e")
-	upstream := http.DefaultTransport.(*http.Transport).Clone()
-	tr := metrics.Transport(upstream, cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "e2e", Transport: tr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		hub.ClearFaults()
-	})
-	return &proxy{t: t, srv: srv, url: "http://" + ln.Addr().String(), upstream: upstream}
+	// registered first, so it runs after the server has stopped
+	t.Cleanup(hub.ClearFaults)
+	s := servertest.Start(t, cfg, opts...)
+	return &proxy{t: t, srv: s.Srv, url: s.URL, upstream: s.Upstream}
 }
 
 type answer struct {
