@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xetproxy/xetproxy/internal/engineconf"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/server"
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
 // testSigningKey is XETPROXY_SIGNING_KEY of every test proxy (hex, 32 bytes).
@@ -25,64 +24,24 @@ const testSigningKey = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b
 // proxyServer is one xetproxy server (real engine, disk cache) in front of
 // the shared fake Hub.
 type proxyServer struct {
-	url  string
-	stop func() error
+	url string
 }
 
-// startProxy runs a server with Xet on; mod adjusts its configuration.
-func startProxy(cacheDir string, mod func(*server.Config)) (*proxyServer, error) {
-	cfg := server.Config{
-		Listen: "127.0.0.1:0", HubURL: hubURL, DrainTimeout: 10 * time.Second,
-		LogFormat: "text", LogLevel: "debug", MaxDownloads: 16, MaxBuffer: 256 << 20, ReadAhead: 8 << 20,
-		ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 30 * time.Second, MaxHeaderBytes: 32 << 10,
-		UpstreamTimeout: 20 * time.Second, StallTimeout: 20 * time.Second,
-		CacheDir: cacheDir, CacheSize: 1 << 30,
-		Xet: true, SigningKey: testSigningKey,
-		XetTokenTTL: server.DefaultXetTokenTTL, XetURLTTL: server.DefaultXetURLTTL,
-	}
+// newProxy starts a proxy with Xet on and its own cache for one test; mod
+// adjusts its configuration.
+func newProxy(t *testing.T, mod func(*server.Config)) *proxyServer {
+	t.Helper()
+	cfg := servertest.Config(t, hubURL)
+	cfg.Xet, cfg.SigningKey = true, testSigningKey
+	cfg.XetTokenTTL, cfg.XetURLTTL = server.DefaultXetTokenTTL, server.DefaultXetURLTTL
 	if mod != nil {
 		mod(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := []servertest.Option{servertest.Version("xetclient")}
 	if os.Getenv("XETCLIENT_LOG") != "" {
-		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts = append(opts, servertest.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
-	metrics := server.NewMetrics("xetclient")
-	tr := metrics.Transport(http.DefaultTransport.(*http.Transport).Clone(), cfg.HubURL)
-	eng, _, err := engineconf.New(cfg.Engine(tr, log))
-	if err != nil {
-		return nil, err
-	}
-	srv, err := server.New(server.Options{Config: cfg, Engine: eng, Logger: log, Metrics: metrics, Version: "xetclient", Transport: tr})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln, nil) }()
-	return &proxyServer{url: "http://" + ln.Addr().String(), stop: func() error { cancel(); return <-done }}, nil
-}
-
-// newProxy starts a proxy with its own cache for one test.
-func newProxy(t *testing.T, mod func(*server.Config)) *proxyServer {
-	t.Helper()
-	p, err := startProxy(t.TempDir(), mod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.stop(); err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return p
+	return &proxyServer{url: servertest.Start(t, cfg, opts...).URL}
 }
 
 func proxyTarget(p *proxyServer) target {
