@@ -9,28 +9,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
-
-// fakehubBuffer is a bytes.Buffer safe for a writer and a poller.
-type fakehubBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *fakehubBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *fakehubBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeTree(t *testing.T, root string, files map[string][]byte) {
 	t.Helper()
@@ -47,10 +30,10 @@ func writeTree(t *testing.T, root string, files map[string][]byte) {
 
 // startFakehub runs the command until the test ends and returns its URL and
 // its stderr.
-func startFakehub(t *testing.T, args ...string) (string, *fakehubBuffer) {
+func startFakehub(t *testing.T, args ...string) (string, *servertest.Buffer) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr fakehubBuffer
+	var stdout, stderr servertest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- fakehubCommand().run(ctx, env{stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr}, args)

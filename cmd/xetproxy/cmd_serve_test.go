@@ -6,28 +6,14 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/server/servertest"
 )
 
 // serveTestBuffer collects a command's output while it runs.
-type serveTestBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *serveTestBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *serveTestBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type serveTestBuffer = servertest.Buffer
 
 func serveWaitMatch(t *testing.T, buf *serveTestBuffer, re *regexp.Regexp) string {
 	t.Helper()
