@@ -283,17 +283,11 @@ func (e *Engine) auth(token string, m *hub.FileMeta) casclient.Auth {
 // or git blob sha1 of the ETag) before io.EOF. The caller must Close the
 // reader; closing it, or cancelling ctx, stops every transfer.
 func (e *Engine) Open(ctx context.Context, token string, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error) {
-	size := meta.Size
-	switch {
-	case offset < 0 || size < 0:
-		return nil, fmt.Errorf("proxy: bad offset %d or size %d", offset, size)
-	case offset > size || (offset == size && size > 0):
-		return nil, fmt.Errorf("offset %d of a %d-byte file: %w", offset, size, ErrRangeNotSatisfiable)
+	length, err := clampRange(meta.Size, offset, length)
+	if err != nil {
+		return nil, err
 	}
-	if length < 0 || length > size-offset {
-		length = size - offset
-	}
-	whole := offset == 0 && length == size
+	whole := offset == 0 && length == meta.Size
 	if meta.XetHash == nil {
 		return e.openPlain(ctx, token, meta, offset, length, whole)
 	}
@@ -309,3 +303,18 @@ func (e *Engine) Open(ctx context.Context, token string, meta *hub.FileMeta, off
 type emptyReader struct{}
 
 func (emptyReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// clampRange checks offset against a file of size bytes and cuts length
+// (negative: to the end) to what the file holds.
+func clampRange(size, offset, length int64) (int64, error) {
+	switch {
+	case offset < 0 || size < 0:
+		return 0, fmt.Errorf("proxy: bad offset %d or size %d", offset, size)
+	case offset > size || (offset == size && size > 0):
+		return 0, fmt.Errorf("offset %d of a %d-byte file: %w", offset, size, ErrRangeNotSatisfiable)
+	}
+	if length < 0 || length > size-offset {
+		length = size - offset
+	}
+	return length, nil
+}

@@ -133,17 +133,11 @@ func cutAnswer(all *reconstruction.ResponseV2, rng reconstruction.ByteRange) (*r
 // error, a whole file checked against its Xet hash before its last chunk.
 // Access is the caller's business: OpenCached asks nobody.
 func (e *Engine) OpenCached(ctx context.Context, meta *hub.FileMeta, offset, length int64) (io.ReadCloser, error) {
-	size := meta.Size
-	switch {
-	case offset < 0 || size < 0:
-		return nil, fmt.Errorf("proxy: bad offset %d or size %d", offset, size)
-	case offset > size || (offset == size && size > 0):
-		return nil, fmt.Errorf("offset %d of a %d-byte file: %w", offset, size, ErrRangeNotSatisfiable)
+	length, err := clampRange(meta.Size, offset, length)
+	if err != nil {
+		return nil, err
 	}
-	if length < 0 || length > size-offset {
-		length = size - offset
-	}
-	whole := offset == 0 && length == size
+	whole := offset == 0 && length == meta.Size
 	if meta.XetHash == nil || e.cache == nil || e.terms == nil {
 		return nil, fmt.Errorf("%s: %w", meta.Path, ErrNotCached)
 	}
