@@ -105,7 +105,7 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	defer os.RemoveAll(work)
 
 	// fakehub in this process, in memory, on loopback.
-	fh, hubURL, stop, err := startHub(fakehub.Config{})
+	fh, hubURL, stop, err := benchkit.StartHub(fakehub.Config{})
 	if err != nil {
 		return err
 	}
@@ -262,7 +262,7 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	var big *result
 	if factor > 0 {
 		bigSize := size * int64(factor)
-		dfh, dURL, dStop, err := startHub(fakehub.Config{Dir: filepath.Join(work, "hub")})
+		dfh, dURL, dStop, err := benchkit.StartHub(fakehub.Config{Dir: filepath.Join(work, "hub")})
 		if err != nil {
 			return err
 		}
@@ -331,23 +331,6 @@ func report(w io.Writer, results []*result, size int64, runs int) {
 			fmt.Fprintf(w, "- %s: %s\n", r.name, r.note)
 		}
 	}
-}
-
-// startHub serves a fakehub on a loopback port.
-func startHub(cfg fakehub.Config) (*fakehub.Hub, string, func(), error) {
-	fh, err := fakehub.New(cfg)
-	if err != nil {
-		return nil, "", nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", nil, err
-	}
-	u := "http://" + ln.Addr().String()
-	fh.SetPublicURL(u)
-	srv := &http.Server{Handler: fh}
-	go srv.Serve(ln)
-	return fh, u, func() { srv.Close(); fh.Close() }, nil
 }
 
 // ingest adds a generated file and returns its sha256; copy (if not "")

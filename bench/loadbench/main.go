@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -85,17 +84,11 @@ func run(bin string, one int64, oneClients int, many int64, manyFiles, manyClien
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fh, err := fakehub.New(fakehub.Config{})
+	fh, hubURL, stopHub, err := benchkit.StartHub(fakehub.Config{})
 	if err != nil {
 		return err
 	}
-	hln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hubURL := "http://" + hln.Addr().String()
-	fh.SetPublicURL(hubURL)
-	go (&http.Server{Handler: fh}).Serve(hln)
+	defer stopHub()
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}

@@ -71,17 +71,11 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	defer os.RemoveAll(dir)
 
 	// the fake Hub, in this process
-	fh, err := fakehub.New(fakehub.Config{})
+	fh, hubURL, stopHub, err := benchkit.StartHub(fakehub.Config{})
 	if err != nil {
 		return err
 	}
-	hln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hubURL := "http://" + hln.Addr().String()
-	fh.SetPublicURL(hubURL)
-	go (&http.Server{Handler: fh}).Serve(hln)
+	defer stopHub()
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}

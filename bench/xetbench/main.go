@@ -141,17 +141,12 @@ func (b *bench) run(sizes []int64) error {
 	b.key = base64.StdEncoding.EncodeToString(key)
 
 	// the fake Hub, in this process, xorbs on disk (8 GiB files)
-	fh, err := fakehub.New(fakehub.Config{Dir: filepath.Join(b.dir, "hub")})
+	fh, hubURL, stopHub, err := benchkit.StartHub(fakehub.Config{Dir: filepath.Join(b.dir, "hub")})
 	if err != nil {
 		return err
 	}
-	hln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	b.hubURL = "http://" + hln.Addr().String()
-	fh.SetPublicURL(b.hubURL)
-	go (&http.Server{Handler: fh}).Serve(hln)
+	defer stopHub()
+	b.hubURL = hubURL
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xetproxy/xetproxy/internal/fakehub"
 )
 
 // FreeAddr returns a loopback address that was free a moment ago.
@@ -216,4 +218,22 @@ http {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return url, func() { cmd.Process.Signal(syscall.SIGQUIT); cmd.Wait() }, nil
+}
+
+// StartHub serves a fakehub made with cfg on a free loopback port; stop
+// closes both.
+func StartHub(cfg fakehub.Config) (fh *fakehub.Hub, url string, stop func(), err error) {
+	if fh, err = fakehub.New(cfg); err != nil {
+		return nil, "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fh.Close()
+		return nil, "", nil, err
+	}
+	url = "http://" + ln.Addr().String()
+	fh.SetPublicURL(url)
+	srv := &http.Server{Handler: fh}
+	go srv.Serve(ln)
+	return fh, url, func() { srv.Close(); fh.Close() }, nil
 }
