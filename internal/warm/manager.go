@@ -184,7 +184,10 @@ func (m *Manager) Start(req Request) (j *Job, attached bool, err error) {
 	if m.closed {
 		return nil, false, ErrClosed
 	}
-	if j := m.running[key]; j != nil {
+	// A job that has sent job_done but not yet left running (its goroutine
+	// is on its way out) is over: a new request starts a new job instead
+	// of attaching to a finished one and getting its old result.
+	if j := m.running[key]; j != nil && !j.finished() {
 		return j, true, nil
 	}
 	if len(m.running) >= m.cfg.MaxRunning {
