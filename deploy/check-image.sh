@@ -184,7 +184,10 @@ else
 	ok "healthcheck against a closed port exits non-zero ($(grep -m1 unhealthy "$work/hc.out"))"
 fi
 
-has_command() { "$work/xetproxy" help 2>/dev/null | grep -q "^  $1 "; }
+# grep reads the whole help (no -q): under pipefail, a grep that stops at
+# the match can leave the binary writing to a closed pipe (SIGPIPE), and
+# the command looks absent.
+has_command() { "$work/xetproxy" help 2>/dev/null | grep "^  $1 " >/dev/null; }
 # Runs a command of the image's binary from the image's rootfs as uid 65532,
 # with the image's environment, so the process id is ours to signal.
 rootfs_run() { exec env -i PATH=/usr/local/bin XETPROXY_CACHE_DIR=/var/cache/xetproxy "$@"; }
