@@ -13,10 +13,10 @@
 //   CACHE_DIR   an empty directory for downloadFileToCacheDir
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { downloadFile, downloadFileToCacheDir } from "@huggingface/hub";
+import { sha256 } from "./support.mjs";
 
 const proxyUrl = process.env.PROXY_URL;
 const skip = proxyUrl ? false : "PROXY_URL not set: run through go test ./tests/corruption/ -run TestCorruptJSClient";
@@ -25,10 +25,6 @@ const path = process.env.FILE;
 const size = Number(process.env.SIZE);
 const want = process.env.SHA256;
 const expect = process.env.EXPECT;
-
-function sha256(buf) {
-	return createHash("sha256").update(buf).digest("hex");
-}
 
 // attempt runs a download and returns its bytes or its error.
 async function attempt(download) {

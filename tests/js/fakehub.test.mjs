@@ -8,8 +8,8 @@
 //   PRIVATE_REPO a private repo holding at least one of GO_FILES
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { uploadFiles, downloadFile, listFiles, pathsInfo, fileDownloadInfo } from "@huggingface/hub";
+import { repoOf, sha256 } from "./support.mjs";
 
 const skip = process.env.HUB_URL ? false : "HUB_URL not set: run through go test ./internal/fakehub/ -run TestJSClient";
 const hubUrl = process.env.HUB_URL;
@@ -17,16 +17,6 @@ const accessToken = process.env.HF_TOKEN;
 const uploadRepo = repoOf(process.env.UPLOAD_REPO ?? "");
 const goFiles = skip ? [] : JSON.parse(process.env.GO_FILES);
 const privateRepo = process.env.PRIVATE_REPO;
-
-// repoOf turns "datasets/ns/name" into the client's repo designation.
-function repoOf(id) {
-	for (const type of ["dataset", "space"]) {
-		if (id.startsWith(`${type}s/`)) {
-			return { type, name: id.slice(type.length + 2) };
-		}
-	}
-	return { type: "model", name: id };
-}
 
 // SplitMix64 bytes, as the Go tests generate them.
 function randomBytes(seed, n) {
@@ -76,8 +66,6 @@ function bf16(seed, n) {
 	}
 	return out;
 }
-
-const sha256 = (b) => createHash("sha256").update(b).digest("hex");
 
 async function bytesOf(blob) {
 	return new Uint8Array(await blob.arrayBuffer());

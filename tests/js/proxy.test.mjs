@@ -14,8 +14,8 @@
 // fakehub's request log that none of them reached the Hub or CAS directly.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import { downloadFile, fileDownloadInfo, listFiles } from "@huggingface/hub";
+import { recordingFetch, repoOf, sha256 } from "./support.mjs";
 
 const proxyUrl = process.env.PROXY_URL;
 const skip = proxyUrl ? false : "PROXY_URL not set: run through go test ./tests/e2e/ -run TestHFJSClient";
@@ -23,27 +23,7 @@ const files = proxyUrl ? JSON.parse(process.env.FILES) : [];
 const xetMode = process.env.PROXY_MODE === "xet";
 
 const seen = [];
-async function taggedFetch(input, init = {}) {
-	const isRequest = typeof input === "object" && !(input instanceof URL);
-	const url = isRequest ? input.url : String(input);
-	seen.push(url);
-	const headers = new Headers(init.headers ?? (isRequest ? input.headers : undefined));
-	headers.set("X-Test-Client", "hfjs");
-	return fetch(input, { ...init, headers });
-}
-
-function repoOf(id) {
-	for (const type of ["dataset", "space"]) {
-		if (id.startsWith(`${type}s/`)) {
-			return { type, name: id.slice(type.length + 2) };
-		}
-	}
-	return { type: "model", name: id };
-}
-
-function sha256(buf) {
-	return createHash("sha256").update(Buffer.from(buf)).digest("hex");
-}
+const taggedFetch = recordingFetch({ seen, addHeaders: { "X-Test-Client": "hfjs" } });
 
 test("fileDownloadInfo: Xet info on the proxy for Xet files in Xet mode, none otherwise", { skip }, async () => {
 	for (const f of files) {
