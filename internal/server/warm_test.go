@@ -111,6 +111,24 @@ func (a warmAnswer) files() map[string]warm.Event {
 	return out
 }
 
+// do sends a request with the headers (key, value pairs) and returns the
+// response, whose body the caller closes.
+func (p *warmProxy) do(method, path string, body io.Reader, hdr ...string) *http.Response {
+	p.t.Helper()
+	req, err := http.NewRequest(method, p.url+path, body)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return res
+}
+
 // post sends POST /admin/warm with the JSON body and headers (key, value
 // pairs) and reads the whole answer.
 func (p *warmProxy) post(body any, hdr ...string) warmAnswer {
@@ -119,18 +137,7 @@ func (p *warmProxy) post(body any, hdr ...string) warmAnswer {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodPost, p.url+"/admin/warm", bytes.NewReader(b))
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatal(err)
-	}
+	res := p.do(http.MethodPost, "/admin/warm", bytes.NewReader(b), append([]string{"Content-Type", "application/json"}, hdr...)...)
 	defer res.Body.Close()
 	a := warmAnswer{status: res.StatusCode, header: res.Header}
 	if res.Header.Get("Content-Type") != "application/x-ndjson" {
@@ -151,19 +158,10 @@ func (p *warmProxy) post(body any, hdr ...string) warmAnswer {
 	return a
 }
 
+// get sends GET path with the headers and reads the whole answer.
 func (p *warmProxy) get(path string, hdr ...string) (int, []byte) {
 	p.t.Helper()
-	req, err := http.NewRequest(http.MethodGet, p.url+path, nil)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		p.t.Fatal(err)
-	}
+	res := p.do(http.MethodGet, path, nil, hdr...)
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
