@@ -28,14 +28,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/xetproxy/xetproxy/bench/internal/benchkit"
@@ -46,10 +43,6 @@ import (
 )
 
 const benchRepo = "bench/xet-models"
-
-// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat
-// (100 on every Linux architecture Go supports).
-const clockTicks = 100
 
 func main() {
 	bin := flag.String("bin", "", "xetproxy binary (required)")
@@ -179,26 +172,26 @@ func (b *bench) measure(f fakehub.File, name string) error {
 		return err
 	}
 	if _, err := b.plain(p, name, want); err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
 	if err := b.xetGo(p, f, 8, want); err != nil {
-		p.stop()
+		p.Stop()
 		return err
 	}
-	p.stop()
+	p.Stop()
 	logf("%s: cache warm", benchkit.Human(f.Size))
 
 	type client struct {
 		name string
-		do   func(p *proc) error
+		do   func(p *benchkit.Proxy) error
 	}
-	clients := []client{{"plain route, curl", func(p *proc) error { _, err := b.plain(p, name, want); return err }}}
+	clients := []client{{"plain route, curl", func(p *benchkit.Proxy) error { _, err := b.plain(p, name, want); return err }}}
 	for _, n := range b.par {
-		clients = append(clients, client{fmt.Sprintf("Xet, Go hf_xet-flow client, %d parallel", n), func(p *proc) error { return b.xetGo(p, f, n, want) }})
+		clients = append(clients, client{fmt.Sprintf("Xet, Go hf_xet-flow client, %d parallel", n), func(p *benchkit.Proxy) error { return b.xetGo(p, f, n, want) }})
 	}
 	if b.node != "" {
-		clients = append(clients, client{"Xet, @huggingface/hub downloadFile", func(p *proc) error { return b.xetJS(p, name, want) }})
+		clients = append(clients, client{"Xet, @huggingface/hub downloadFile", func(p *benchkit.Proxy) error { return b.xetJS(p, name, want) }})
 	}
 	for _, c := range clients {
 		var bps, cpu []float64
@@ -208,12 +201,12 @@ func (b *bench) measure(f fakehub.File, name string) error {
 			if err != nil {
 				return err
 			}
-			cpu0 := p.cpu()
+			cpu0 := p.CPUSeconds()
 			t0 := time.Now()
 			err = c.do(p)
 			wall := time.Since(t0).Seconds()
-			used := p.cpu() - cpu0
-			hwm := p.stop()
+			used := p.CPUSeconds() - cpu0
+			hwm := p.Stop()
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
@@ -229,8 +222,8 @@ func (b *bench) measure(f fakehub.File, name string) error {
 	return nil
 }
 
-func (b *bench) plain(p *proc, name, want string) (int64, error) {
-	cmd := exec.Command(b.curl, "-sS", "-f", p.url+"/download/"+benchRepo+"/"+name)
+func (b *bench) plain(p *benchkit.Proxy, name, want string) (int64, error) {
+	cmd := exec.Command(b.curl, "-sS", "-f", p.URL+"/download/"+benchRepo+"/"+name)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -252,8 +245,8 @@ func (b *bench) plain(p *proc, name, want string) (int64, error) {
 	return n, nil
 }
 
-func (b *bench) xetGo(p *proc, f fakehub.File, parallel int, want string) error {
-	c := &xetclient.Client{Endpoint: p.url, Parallel: parallel}
+func (b *bench) xetGo(p *benchkit.Proxy, f fakehub.File, parallel int, want string) error {
+	c := &xetclient.Client{Endpoint: p.URL, Parallel: parallel}
 	ctx := context.Background()
 	fi, err := c.Resolve(ctx, "", benchRepo, "main", f.Path)
 	if err != nil {
@@ -264,7 +257,7 @@ func (b *bench) xetGo(p *proc, f fakehub.File, parallel int, want string) error 
 		return err
 	}
 	for _, u := range c.URLs() {
-		if !strings.HasPrefix(u, p.url+"/") {
+		if !strings.HasPrefix(u, p.URL+"/") {
 			return fmt.Errorf("the Xet client left the proxy: %s", strings.SplitN(u, "?", 2)[0])
 		}
 	}
@@ -274,9 +267,9 @@ func (b *bench) xetGo(p *proc, f fakehub.File, parallel int, want string) error 
 	return nil
 }
 
-func (b *bench) xetJS(p *proc, name, want string) error {
+func (b *bench) xetJS(p *benchkit.Proxy, name, want string) error {
 	cmd := exec.Command(b.node, b.jsScript)
-	cmd.Env = append(os.Environ(), "HUB_URL="+p.url, "HUB_JS_MODULE="+b.jsModule, "REPO="+benchRepo, "FILE="+name)
+	cmd.Env = append(os.Environ(), "HUB_URL="+p.URL, "HUB_JS_MODULE="+b.jsModule, "REPO="+benchRepo, "FILE="+name)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -295,99 +288,16 @@ func (b *bench) xetJS(p *proc, name, want string) error {
 	return nil
 }
 
-type proc struct {
-	cmd  *exec.Cmd
-	url  string
-	peak int64
-	done chan struct{}
-}
-
 // start runs `xetproxy serve` on the cache directory, with a signing key,
-// and samples its VmHWM every 20 ms.
-func (b *bench) start(cache string, capacity int64) (*proc, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd := exec.Command(b.bin, "serve", "--listen", addr, "--hub-url", b.hubURL, "--log-level", "warn",
+// and waits until its start-up work is done.
+func (b *bench) start(cache string, capacity int64) (*benchkit.Proxy, error) {
+	p, err := benchkit.StartProxyEnv(b.bin, b.hubURL, []string{"XETPROXY_SIGNING_KEY=" + b.key},
 		"--cache-dir", cache, "--cache-size", strconv.FormatInt(capacity, 10))
-	cmd.Env = append(os.Environ(), "XETPROXY_SIGNING_KEY="+b.key)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	p := &proc{cmd: cmd, url: "http://" + addr, done: make(chan struct{})}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := http.Get(p.url + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			cmd.Wait()
-			return nil, fmt.Errorf("proxy not ready: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	// Let start-up work (opening the cache) finish, so that the CPU-seconds
-	// measured next belong to the download.
-	for i, last := 0, -1.0; i < 50; i++ {
-		if c := p.cpu(); c == last {
-			break
-		} else {
-			last = c
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	go func() {
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-p.done:
-				return
-			case <-t.C:
-				if v := benchkit.VmHWM(cmd.Process.Pid); v > p.peak {
-					p.peak = v
-				}
-			}
-		}
-	}()
+	p.WaitIdle()
 	return p, nil
-}
-
-// cpu returns the process's user + system CPU-seconds so far.
-func (p *proc) cpu() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; fields after its ')'.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseFloat(f[11], 64) // field 14
-	st, _ := strconv.ParseFloat(f[12], 64) // field 15
-	return (ut + st) / clockTicks
-}
-
-// stop ends the server with SIGTERM and returns its peak RSS.
-func (p *proc) stop() int64 {
-	if v := benchkit.VmHWM(p.cmd.Process.Pid); v > p.peak {
-		p.peak = v
-	}
-	close(p.done)
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	p.cmd.Wait()
-	return p.peak
 }
 
 func (b *bench) print(w io.Writer) {

@@ -66,13 +66,19 @@ type Proxy struct {
 }
 
 // StartProxy runs `bin serve` on a free loopback port in front of hubURL,
-// with args appended, and waits until /health answers.
+// with args appended, and waits until /readyz answers 200.
 func StartProxy(bin, hubURL string, args ...string) (*Proxy, error) {
+	return StartProxyEnv(bin, hubURL, nil, args...)
+}
+
+// StartProxyEnv is StartProxy with env added to the process's environment.
+func StartProxyEnv(bin, hubURL string, env []string, args ...string) (*Proxy, error) {
 	addr, err := FreeAddr()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, append([]string{"serve", "--listen", addr, "--hub-url", hubURL, "--log-level", "warn"}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -80,10 +86,13 @@ func StartProxy(bin, hubURL string, args ...string) (*Proxy, error) {
 	p := &Proxy{URL: "http://" + addr, cmd: cmd, done: make(chan struct{})}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res, err := http.Get(p.URL + "/health")
+		res, err := http.Get(p.URL + "/readyz")
 		if err == nil {
 			res.Body.Close()
-			break
+			if res.StatusCode == http.StatusOK {
+				break
+			}
+			err = fmt.Errorf("/readyz: %s", res.Status)
 		}
 		if time.Now().After(deadline) {
 			cmd.Process.Kill()
@@ -129,6 +138,21 @@ func (p *Proxy) Peak() int64 {
 
 // CPUSeconds is the user+system CPU time the proxy has used so far.
 func (p *Proxy) CPUSeconds() float64 { return CPUSeconds(p.cmd.Process.Pid) }
+
+// WaitIdle waits (up to 10 s) until the proxy's CPU time stops moving, so
+// that start-up work (opening a cache) is not counted in what is measured
+// next.
+func (p *Proxy) WaitIdle() {
+	last := -1.0
+	for range 50 {
+		c := p.CPUSeconds()
+		if c == last {
+			return
+		}
+		last = c
+		time.Sleep(200 * time.Millisecond)
+	}
+}
 
 // Stop ends the proxy with SIGTERM (it drains and closes its cache) and
 // returns its peak RSS.
