@@ -73,6 +73,7 @@ type result struct {
 	bytes  int64
 	walls  []time.Duration
 	rssKiB []int64
+	cpu    []float64 // user+system seconds of the downloading process, per run
 	note   string
 }
 
@@ -93,6 +94,20 @@ func (r *result) peakRSS() string {
 		m = max(m, v)
 	}
 	return fmt.Sprintf("%.0f MiB", float64(m)/1024)
+}
+
+// cpuPerGB is the median CPU-seconds the downloading process spent per GB
+// (1e9 bytes), or "—" when not measured.
+func (r *result) cpuPerGB() string {
+	if len(r.cpu) == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", benchkit.Median(r.cpu)/(float64(r.bytes)/1e9))
+}
+
+// add records one run.
+func (r *result) add(m measured) {
+	r.walls, r.rssKiB, r.cpu = append(r.walls, m.wall), append(r.rssKiB, m.rssKiB), append(r.cpu, m.cpu)
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "downloadbench: "+format+"\n", args...) }
@@ -149,7 +164,18 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 		r.walls = append(r.walls, time.Since(start))
 		logf("engine run %d: %v", i+1, r.walls[i])
 	}
-	stored := fh.Stats()[fakehub.ClassXorb].BytesOut / int64(runs)
+	// fakehub counts a request once its handler has returned, which may be
+	// just after the client saw the last byte: wait for the count to settle.
+	stored := fh.Stats()[fakehub.ClassXorb].BytesOut
+	for range 20 {
+		time.Sleep(100 * time.Millisecond)
+		n := fh.Stats()[fakehub.ClassXorb].BytesOut
+		if n == stored && n > 0 {
+			break
+		}
+		stored = n
+	}
+	stored /= int64(runs)
 	r.note = fmt.Sprintf("%.0f MB of xorb ranges per read (%.0f%% of the file)", float64(stored)/1e6, 100*float64(stored)/float64(size))
 	results = append(results, r)
 
@@ -157,19 +183,19 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	hubEnv := []string{"HF_ENDPOINT=" + hubURL}
 	cliNull := &result{name: "`xetproxy download -o -` → /dev/null", bytes: size}
 	for i := range runs {
-		wall, rss, err := timed(nil, hubEnv, bin, "download", "-q", "-o", "-", benchRepo, "model.safetensors")
+		m, err := timed(nil, hubEnv, bin, "download", "-q", "-o", "-", benchRepo, "model.safetensors")
 		if err != nil {
 			return fmt.Errorf("xetproxy download: %w", err)
 		}
-		cliNull.walls, cliNull.rssKiB = append(cliNull.walls, wall), append(cliNull.rssKiB, rss)
-		logf("cli run %d: %v, %d KiB", i+1, wall, rss)
+		cliNull.add(m)
+		logf("cli run %d: %v, %d KiB, %.2f CPU-s", i+1, m.wall, m.rssKiB, m.cpu)
 	}
 	results = append(results, cliNull)
 	out := filepath.Join(work, "out")
 	cli := &result{name: "`xetproxy download` → disk (temp file, rename)", bytes: size}
 	for i := range runs {
 		os.RemoveAll(out)
-		wall, rss, err := timed(nil, []string{"HF_ENDPOINT=" + hubURL}, bin, "download", "-q", "-o", out+"/", benchRepo, "model.safetensors")
+		m, err := timed(nil, []string{"HF_ENDPOINT=" + hubURL}, bin, "download", "-q", "-o", out+"/", benchRepo, "model.safetensors")
 		if err != nil {
 			return fmt.Errorf("xetproxy download: %w", err)
 		}
@@ -178,8 +204,8 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 				return err
 			}
 		}
-		cli.walls, cli.rssKiB = append(cli.walls, wall), append(cli.rssKiB, rss)
-		logf("cli run %d: %v, %d KiB", i+1, wall, rss)
+		cli.add(m)
+		logf("cli run %d: %v, %d KiB, %.2f CPU-s", i+1, m.wall, m.rssKiB, m.cpu)
 	}
 	os.RemoveAll(out)
 	results = append(results, cli)
@@ -199,7 +225,7 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 			if i == 0 {
 				to = dest // the first run is checked
 			}
-			wall, rss, err := timed(nil, []string{"HUB_URL=" + hubURL, "HUB_JS_MODULE=" + abs, "REPO=" + benchRepo,
+			m, err := timed(nil, []string{"HUB_URL=" + hubURL, "HUB_JS_MODULE=" + abs, "REPO=" + benchRepo,
 				"FILE=model.safetensors", "OUT=" + to}, "node", script)
 			if err != nil {
 				return fmt.Errorf("node: %w", err)
@@ -209,8 +235,8 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 					return fmt.Errorf("js download: %w", err)
 				}
 			}
-			js.walls, js.rssKiB = append(js.walls, wall), append(js.rssKiB, rss)
-			logf("js run %d: %v, %d KiB", i+1, wall, rss)
+			js.add(m)
+			logf("js run %d: %v, %d KiB, %.2f CPU-s", i+1, m.wall, m.rssKiB, m.cpu)
 		}
 		os.Remove(dest)
 		results = append(results, js)
@@ -234,11 +260,11 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	for _, s := range servers {
 		c := &result{name: s[0] + " → /dev/null", bytes: size}
 		for range runs {
-			wall, rss, err := timed(nil, nil, "curl", "-sSf", "-o", os.DevNull, s[1])
+			m, err := timed(nil, nil, "curl", "-sSf", "-o", os.DevNull, s[1])
 			if err != nil {
 				return fmt.Errorf("curl: %w", err)
 			}
-			c.walls, c.rssKiB = append(c.walls, wall), append(c.rssKiB, rss)
+			c.add(m)
 		}
 		results = append(results, c)
 	}
@@ -246,11 +272,11 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 	c := &result{name: servers[0][0] + " → disk", bytes: size}
 	for range runs {
 		os.Remove(dest)
-		wall, rss, err := timed(nil, nil, "curl", "-sSf", "-o", dest, servers[0][1])
+		m, err := timed(nil, nil, "curl", "-sSf", "-o", dest, servers[0][1])
 		if err != nil {
 			return fmt.Errorf("curl: %w", err)
 		}
-		c.walls, c.rssKiB = append(c.walls, wall), append(c.rssKiB, rss)
+		c.add(m)
 	}
 	if err := checkFile(dest, sum); err != nil {
 		return err
@@ -278,7 +304,7 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 		big = &result{name: fmt.Sprintf("`xetproxy download` → disk, %d× file (xorbs served from disk)", factor), bytes: bigSize}
 		for i := range max(1, runs-1) {
 			os.RemoveAll(out)
-			wall, rss, err := timed(nil, []string{"HF_ENDPOINT=" + dURL}, bin, "download", "-q", "-o", out+"/", benchRepo, "big.safetensors")
+			m, err := timed(nil, []string{"HF_ENDPOINT=" + dURL}, bin, "download", "-q", "-o", out+"/", benchRepo, "big.safetensors")
 			if err != nil {
 				return fmt.Errorf("xetproxy download (big): %w", err)
 			}
@@ -287,8 +313,8 @@ func run(bin string, size int64, factor, runs int, jsDir string) error {
 					return err
 				}
 			}
-			big.walls, big.rssKiB = append(big.walls, wall), append(big.rssKiB, rss)
-			logf("cli big run %d: %v, %d KiB", i+1, wall, rss)
+			big.add(m)
+			logf("cli big run %d: %v, %d KiB, %.2f CPU-s", i+1, m.wall, m.rssKiB, m.cpu)
 		}
 		os.RemoveAll(out)
 		results = append(results, big)
@@ -301,14 +327,16 @@ func report(w io.Writer, results []*result, size int64, runs int) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Fprintf(w, "File: %d MiB of bf16-like weights (BG4) and text (LZ4) in alternating 8 MiB runs; %d runs, medians.\n", size>>20, runs)
 	fmt.Fprintf(w, "Machine: %s, %d CPUs, Go %s; load average before the report: %s\n\n", cpuModel(), runtime.NumCPU(), runtime.Version(), strings.TrimSpace(string(load)))
-	fmt.Fprintln(w, "| scenario | median wall | throughput | peak RSS | runs (wall) |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---|")
+	fmt.Fprintln(w, "CPU-s/GB: user + system seconds of the downloading process (the CLI, node or curl) per GB, median; not measured for the engine, which shares its process with fakehub.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | median wall | throughput | downloader CPU-s/GB | peak RSS | runs (wall) |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---|")
 	for _, r := range results {
 		var ws []string
 		for _, d := range r.walls {
 			ws = append(ws, fmt.Sprintf("%.2fs", d.Seconds()))
 		}
-		fmt.Fprintf(w, "| %s | %.2f s | %.0f MB/s | %s | %s |\n", r.name, r.median().Seconds(), r.mbps(), r.peakRSS(), strings.Join(ws, " "))
+		fmt.Fprintf(w, "| %s | %.2f s | %.0f MB/s | %s | %s | %s |\n", r.name, r.median().Seconds(), r.mbps(), r.cpuPerGB(), r.peakRSS(), strings.Join(ws, " "))
 	}
 	fmt.Fprintln(w)
 	find := func(prefix string) *result {
@@ -411,11 +439,22 @@ func newEngine(hubURL string) (*proxy.Engine, error) {
 	return eng, err
 }
 
-var rssRe = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+var (
+	rssRe  = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+	userRe = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
+	sysRe  = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
+)
 
-// timed runs a command under /usr/bin/time -v and returns its wall time
-// and peak RSS (KiB).
-func timed(stdin io.Reader, env []string, name string, args ...string) (time.Duration, int64, error) {
+// measured is one run of a command.
+type measured struct {
+	wall   time.Duration
+	rssKiB int64   // peak RSS
+	cpu    float64 // user + system seconds
+}
+
+// timed runs a command under /usr/bin/time -v and returns its wall time,
+// peak RSS and CPU time.
+func timed(stdin io.Reader, env []string, name string, args ...string) (measured, error) {
 	cmd := exec.Command("/usr/bin/time", append([]string{"-v", name}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdin = stdin
@@ -423,22 +462,26 @@ func timed(stdin io.Reader, env []string, name string, args ...string) (time.Dur
 	cmd.Stderr = &stderr
 	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
-		return 0, 0, err
+		return measured{}, err
 	}
 	defer null.Close()
 	cmd.Stdout = null // the child writes to /dev/null itself, no pipe
 	start := time.Now()
 	err = cmd.Run()
-	wall := time.Since(start)
+	m := measured{wall: time.Since(start)}
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s: %w: %s", name, err, lastLines(stderr.String(), 5))
+		return m, fmt.Errorf("%s: %w: %s", name, err, lastLines(stderr.String(), 5))
 	}
-	m := rssRe.FindStringSubmatch(stderr.String())
-	if m == nil {
-		return 0, 0, errors.New("no RSS in /usr/bin/time output")
+	out := stderr.String()
+	rss, user, sys := rssRe.FindStringSubmatch(out), userRe.FindStringSubmatch(out), sysRe.FindStringSubmatch(out)
+	if rss == nil || user == nil || sys == nil {
+		return m, errors.New("no RSS or CPU times in /usr/bin/time output")
 	}
-	rss, _ := strconv.ParseInt(m[1], 10, 64)
-	return wall, rss, nil
+	m.rssKiB, _ = strconv.ParseInt(rss[1], 10, 64)
+	u, _ := strconv.ParseFloat(user[1], 64)
+	st, _ := strconv.ParseFloat(sys[1], 64)
+	m.cpu = u + st
+	return m, nil
 }
 
 func lastLines(s string, n int) string {
