@@ -105,13 +105,17 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			// Wait for this fetch's turn at the budget, and for room for
 			// the entry, before reading it into memory, as a download
-			// waits before decoding.
+			// waits before decoding. A reader waiting for it while the
+			// budgets are full reads a few chunks at a time instead (the
+			// stores serve any part of an entry), so that it overdraws
+			// them by little.
 			if held == 0 {
 				est := int64(hi-lo) * xorbTargetChunk
-				if err = s.acquire(f, int(k), est); err != nil {
+				small := int64(min(hi-lo, urgentPiece)) * xorbTargetChunk
+				if held, err = s.acquireUpTo(f, int(k), est, small); err != nil {
 					return err
 				}
-				held = est
+				hi = lo + uint32(held/xorbTargetChunk)
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
@@ -204,6 +208,10 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 	}
 	return nil
 }
+
+// urgentPiece is the most chunks a reader reads from the cache at a time
+// when it waits for them and the budgets are full.
+const urgentPiece = 2 * (waitBatch + 1)
 
 // mayHave reports whether chunks [lo, hi) of x may be in the cache or in
 // staging, without reading them (cache.MayHave).

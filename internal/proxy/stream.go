@@ -361,16 +361,7 @@ func (f *fetch) currentURL() string {
 // engine's budgets. A chunk the reader is waiting for (or one before it
 // in the stream) is urgent and never waits.
 func (s *stream) acquire(f *fetch, k int, n int64) error {
-	urgent := func() bool { return int64(k) <= f.want.Load() }
-	room := func(limit int64) int64 {
-		switch {
-		case f.seq <= s.head.Load():
-			return limit // the reader is on it: all of the budget
-		case s.prefetchTurn(f):
-			return limit - limit/4 // read-ahead leaves the reader's fetch room to run
-		}
-		return 0
-	}
+	urgent, room := s.acquireRules(f, k)
 	if err := s.budget.acquire(s.ctx, n, urgent, room); err != nil {
 		return err
 	}
@@ -379,6 +370,42 @@ func (s *stream) acquire(f *fetch, k int, n int64) error {
 		return err
 	}
 	return nil
+}
+
+// acquireRules are the urgent and room functions of budget.acquire for
+// chunk k of f.
+func (s *stream) acquireRules(f *fetch, k int) (urgent func() bool, room func(limit int64) int64) {
+	urgent = func() bool { return int64(k) <= f.want.Load() }
+	room = func(limit int64) int64 {
+		switch {
+		case f.seq <= s.head.Load():
+			return limit // the reader is on it: all of the budget
+		case s.prefetchTurn(f):
+			return limit - limit/4 // read-ahead leaves the reader's fetch room to run
+		}
+		return 0
+	}
+	return urgent, room
+}
+
+// acquireUpTo is acquire for a read of n bytes that can be cut to small
+// (budget.acquireUpTo) when the reader waits for it and the budgets are
+// full; it returns what it took of both.
+func (s *stream) acquireUpTo(f *fetch, k int, n, small int64) (int64, error) {
+	urgent, room := s.acquireRules(f, k)
+	got, err := s.budget.acquireUpTo(s.ctx, n, small, urgent, room)
+	if err != nil {
+		return 0, err
+	}
+	got2, err := s.e.budget.acquireUpTo(s.ctx, got, small, urgent, room)
+	if err != nil {
+		s.budget.release(got)
+		return 0, err
+	}
+	if got2 < got {
+		s.budget.release(got - got2)
+	}
+	return got2, nil
 }
 
 // prefetchTurn reports whether f may read ahead into the budget: every
