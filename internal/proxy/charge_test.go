@@ -8,6 +8,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/hub"
@@ -92,5 +93,36 @@ func readMany(t *testing.T, eng *Engine, m *hub.FileMeta, data []byte, n int) {
 	}
 	if err := errors.Join(all...); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A stream's plan (a slot per chunk of its blocks) is charged to the
+// engine's budget while the stream holds it, and given back when it ends.
+func TestStreamPlanIsCharged(t *testing.T) {
+	e := newEnv(t, fakehub.Config{}, func(c *Config) { c.StreamBuffer = 1 << 20 })
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := mixed(42, 6<<20)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rc.(*stream)
+	s.allMu.Lock()
+	var chunks int64
+	for _, f := range s.ahead {
+		chunks += int64(len(f.slots))
+	}
+	s.allMu.Unlock()
+	if chunks == 0 {
+		t.Fatal("no chunk planned: the test tests nothing")
+	}
+	if used, _ := e.eng.budget.stats(); used < chunks*int64(unsafe.Sizeof(slot{})) {
+		t.Errorf("budget holds %d bytes for a plan of %d chunks", used, chunks)
+	}
+	rc.Close()
+	if used, _ := e.eng.budget.stats(); used != 0 {
+		t.Errorf("budget holds %d bytes after Close", used)
 	}
 }
