@@ -1,7 +1,8 @@
 // Command loadbench measures how `xetproxy serve` holds its memory budget
 // under concurrent load: for each --max-buffer given, a fresh disk cache
-// and two scenarios, many clients on one cold file and many clients spread
-// over several cold files. It reports the proxy's peak RSS against
+// and three scenarios, many clients on one cold file, many clients spread
+// over several cold files, and many clients asking for overlapping ranges
+// of one cold file, some of them slow. It reports the proxy's peak RSS against
 // --max-buffer, the answers other than 200 (503s when clients are turned
 // away), the aggregate throughput and the CPU time. fakehub runs in this
 // process. Run it through bench/load.sh.
@@ -63,12 +64,23 @@ func main() {
 	}
 }
 
-// scenario is a set of clients, each downloading one of files.
+// scenario is a set of clients, each downloading one of files. ranged:
+// client i asks for a quarter of its file from offset i/clients of it
+// (cut at its end; the ranges overlap and none is aligned); slow:
+// every slow-th client reads slowBlock bytes every slowPause (about 12 MiB/s).
 type scenario struct {
 	name    string
 	files   []string
 	clients int
+	ranged  bool
+	slow    int
 }
+
+// The pace of a slow client.
+const (
+	slowBlock = 256 << 10
+	slowPause = 20 * time.Millisecond
+)
 
 type result struct {
 	scenario, buffer string
@@ -114,8 +126,10 @@ func run(bin string, one int64, oneClients int, many int64, manyFiles, manyClien
 	}
 	logf("ingested in %.1fs", time.Since(start).Seconds())
 	scenarios := []scenario{
-		{fmt.Sprintf("%d clients, one cold %s file", oneClients, benchkit.Human(one)), []string{"one.safetensors"}, oneClients},
-		{fmt.Sprintf("%d clients, %d cold %s files", manyClients, manyFiles, benchkit.Human(many)), manyNames, manyClients},
+		{name: fmt.Sprintf("%d clients, one cold %s file", oneClients, benchkit.Human(one)), files: []string{"one.safetensors"}, clients: oneClients},
+		{name: fmt.Sprintf("%d clients, %d cold %s files", manyClients, manyFiles, benchkit.Human(many)), files: manyNames, clients: manyClients},
+		{name: fmt.Sprintf("%d clients, one cold %s file, ranged, 1 in 4 slow", oneClients, benchkit.Human(one)),
+			files: []string{"one.safetensors"}, clients: oneClients, ranged: true, slow: 4},
 	}
 	var results []result
 	for _, buf := range bufs {
@@ -156,14 +170,27 @@ func load(url string, sc scenario, sizes map[string]int64) result {
 	start := time.Now()
 	for i := range sc.clients {
 		name := sc.files[i%len(sc.files)]
+		want, code := sizes[name], 200
+		req, _ := http.NewRequest("GET", url+"/download/"+benchRepo+"/"+name, nil)
+		if sc.ranged {
+			size := sizes[name]
+			off := size * int64(i) / int64(sc.clients)
+			want, code = min(size/4, size-off), 206
+			req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, off+want-1))
+		}
+		slow := sc.slow > 0 && i%sc.slow == sc.slow-1
 		wg.Go(func() {
-			res, err := client.Get(url + "/download/" + benchRepo + "/" + name)
+			res, err := client.Do(req)
 			ok := false
 			var n int64
 			if err == nil {
-				n, err = io.Copy(io.Discard, res.Body)
+				if slow {
+					n, err = slowCopy(res.Body)
+				} else {
+					n, err = io.Copy(io.Discard, res.Body)
+				}
 				res.Body.Close()
-				ok = err == nil && res.StatusCode == 200 && n == sizes[name]
+				ok = err == nil && res.StatusCode == code && n == want
 			}
 			mu.Lock()
 			defer mu.Unlock()
@@ -178,6 +205,22 @@ func load(url string, sc scenario, sizes map[string]int64) result {
 	wg.Wait()
 	r.secs = time.Since(start).Seconds()
 	return r
+}
+
+// slowCopy reads r to its end at about slowBlock per slowPause.
+func slowCopy(r io.Reader) (int64, error) {
+	var n int64
+	for {
+		m, err := io.CopyN(io.Discard, r, slowBlock)
+		n += m
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		time.Sleep(slowPause)
+	}
 }
 
 func logf(format string, args ...any) {

@@ -58,6 +58,47 @@ func (b *budget) acquire(ctx context.Context, n int64, urgent func() bool, room 
 	}
 }
 
+// acquireUpTo is acquire for a read that can be cut short: it takes n
+// bytes when they fit in room, and when urgent and they do not fit even
+// in the whole limit, only small of them (what the reader needs next),
+// so that a reader's urgent reads overdraw the budget by little. It
+// returns what it took.
+func (b *budget) acquireUpTo(ctx context.Context, n, small int64, urgent func() bool, room func(limit int64) int64) (int64, error) {
+	b.mu.Lock()
+	for {
+		r := room(b.limit)
+		take := int64(0)
+		switch {
+		case r > 0 && (b.used+n <= r || b.used == 0):
+			take = n
+		case urgent():
+			take = n
+			if b.used+n > b.limit {
+				take = min(n, small)
+			}
+		}
+		if take > 0 {
+			b.used += take
+			b.peak = max(b.peak, b.used)
+			b.mu.Unlock()
+			return take, nil
+		}
+		ch := b.wake
+		b.waiters++
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			b.mu.Lock()
+			b.waiters--
+			b.mu.Unlock()
+			return 0, ctx.Err()
+		}
+		b.mu.Lock()
+		b.waiters--
+	}
+}
+
 // release gives n bytes back.
 func (b *budget) release(n int64) {
 	b.mu.Lock()

@@ -92,3 +92,34 @@ func TestBudgetsBoundDataInFlight(t *testing.T) {
 		t.Errorf("stream budget peaked at %d, limit %d + %d", speak, streamLimit, slack)
 	}
 }
+
+// acquireUpTo takes everything when it fits, only the small part for an
+// urgent caller when it does not, and makes any other caller wait.
+func TestBudgetAcquireUpTo(t *testing.T) {
+	ctx := context.Background()
+	b := newBudget(10)
+	yes := func() bool { return true }
+	if got, err := b.acquireUpTo(ctx, 8, 2, never, whole); err != nil || got != 8 {
+		t.Fatalf("took %d, %v; want 8 (it fits)", got, err)
+	}
+	if got, err := b.acquireUpTo(ctx, 8, 2, yes, whole); err != nil || got != 2 {
+		t.Fatalf("urgent: took %d, %v; want the small part, 2", got, err)
+	}
+	done := make(chan int64)
+	go func() {
+		got, _ := b.acquireUpTo(ctx, 8, 2, never, whole)
+		done <- got
+	}()
+	b.release(10)
+	if got := <-done; got != 8 {
+		t.Fatalf("after the release: took %d, want 8", got)
+	}
+	if used, peak := b.stats(); used != 8 || peak != 10 {
+		t.Fatalf("used %d, peak %d; want 8, 10", used, peak)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.acquireUpTo(cctx, 8, 2, never, whole); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled wait: %v", err)
+	}
+}

@@ -99,6 +99,7 @@ type counters struct {
 	fillBytes                         atomic.Uint64
 	puts, putErrors, putBytes         atomic.Uint64
 	fallbacks, purges                 atomic.Uint64
+	unchargedReads                    atomic.Uint64 // entries read with no budget charge: stays 0 (entryHold)
 	xorbProofs, fileProofs            atomic.Uint64
 	fileMismatches, proofFailures     atomic.Uint64
 	staged, promoted                  atomic.Uint64

@@ -14,9 +14,12 @@ import (
 // The cache path of a fetch (see the package doc, "Cache"):
 //
 //	cacheSource.fetch(fetch [a, b) of xorb X):
+//	    at its turn to fill: if the cache lacks [a, segment end) (Has, no
+//	        read): join the fill covering [a, b), or start one
 //	    for each segment [lo, hi) of [a, b)       // absolute 64-chunk grid
 //	        if a fill we joined still holds it: take its chunks as they decode
-//	        else if cache.Get(X, lo, hi) hits: take the entry's chunks
+//	        else charge the budgets for the entry (waiting for room), then
+//	        if cache.Get(X, lo, hi) hits: take the entry's chunks
 //	        else if no fill joined yet: join the fill covering [a, b), or start one; retry
 //	        else: fetch the rest ourselves (the fill already let go of it and
 //	              the cache lost it: evicted, or the Put failed)
@@ -56,7 +59,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		s.used = append(s.used, cache.Key{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End})
 		s.usedMu.Unlock()
 	}
-	// Look the range up (its first segment) as soon as it is this fetch's
+	// Ask for the range (its first segment) as soon as it is this fetch's
 	// turn to fill, and start or join the fill on a miss: fills then run
 	// ahead of the reader as downloads do, and not only once the fetch
 	// before has been delivered (see fillTurn).
@@ -67,22 +70,14 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	// held is what the entry being read holds of the budgets (entryHold).
 	var held int64
 	defer func() { s.releaseBytes(held) }()
+	// Whether the first segment is stored is asked without reading it: an
+	// entry is read only once its bytes are charged (below), and a
+	// stream's turn to fill comes before its turn at the budget. On a
+	// miss the fill starts now; on a hit the loop waits for room, reads,
+	// and joins a fill only if the entry went meanwhile.
 	since := s.e.fills.mark()
 	firstEnd := min(segmentEnd(fe.Chunks.Start), fe.Chunks.End)
-	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd)
-	firstStaged := false
-	if first == nil {
-		// Chunks that a completed fill left in staging (not proven yet,
-		// so not in the cache) are there for this stream too: fetching
-		// them again would undo the single flight.
-		if first = s.e.stagingGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd); first != nil {
-			firstStaged = true
-		}
-	}
-	if first != nil {
-		held = s.entryHold(0, first)
-	}
-	if first == nil {
+	if !s.e.mayHave(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd) {
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
@@ -94,10 +89,6 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		var err error
 	lookup:
 		for {
-			if first != nil {
-				err, first = s.fromEntry(f, tr, first, srcCache, m, firstStaged, &held), nil
-				break lookup
-			}
 			// Chunks a fill brought count as that fill's (fetched for this
 			// stream, or shared), even when read back from the cache after
 			// the fill let go of them.
@@ -114,13 +105,17 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			// Wait for this fetch's turn at the budget, and for room for
 			// the entry, before reading it into memory, as a download
-			// waits before decoding.
+			// waits before decoding. A reader waiting for it while the
+			// budgets are full reads a few chunks at a time instead (the
+			// stores serve any part of an entry), so that it overdraws
+			// them by little.
 			if held == 0 {
 				est := int64(hi-lo) * xorbTargetChunk
-				if err = s.acquire(f, int(k), est); err != nil {
+				small := int64(min(hi-lo, urgentPiece)) * xorbTargetChunk
+				if held, err = s.acquireUpTo(f, int(k), est, small); err != nil {
 					return err
 				}
-				held = est
+				hi = lo + uint32(held/xorbTargetChunk)
 			}
 			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
@@ -146,6 +141,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			if fl == nil {
 				if fl = s.e.fills.join(s, f, since, m); fl != nil {
+					// The fill's chunks are charged as they are delivered.
+					s.releaseBytes(held)
+					held = 0
 					continue
 				}
 			}
@@ -184,17 +182,23 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
 		k := lo - fe.Chunks.Start
-		if err := s.acquire(f, int(k), 0); err != nil {
+		// Charged before it is read, as in fetch.
+		held := int64(hi-lo) * xorbTargetChunk
+		if err := s.acquire(f, int(k), held); err != nil {
 			return err
 		}
 		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
 		if ent == nil {
+			s.releaseBytes(held)
 			if err := s.ctx.Err(); err != nil {
 				return err
 			}
 			return c.next.fetch(s, f, tr, k)
 		}
-		if err := s.fromEntry(f, tr, ent, srcCache, nil, false, nil); err != nil {
+		held = s.entryHold(held, ent)
+		err := s.fromEntry(f, tr, ent, srcCache, nil, false, &held)
+		s.releaseBytes(held)
+		if err != nil {
 			return err
 		}
 		lo = hi
@@ -203,6 +207,17 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
 	return nil
+}
+
+// urgentPiece is the most chunks a reader reads from the cache at a time
+// when it waits for them and the budgets are full.
+const urgentPiece = 2 * (waitBatch + 1)
+
+// mayHave reports whether chunks [lo, hi) of x may be in the cache or in
+// staging, without reading them (cache.MayHave).
+func (e *Engine) mayHave(ctx context.Context, x merklehash.Hash, lo, hi uint32) bool {
+	return cache.MayHave(ctx, e.cache, x, lo, hi) ||
+		(e.staging != nil && cache.MayHave(ctx, e.staging, x, lo, hi))
 }
 
 // stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
@@ -255,8 +270,13 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 // (deliver), and the whole buffer lives while any of them does, so the
 // entry is charged while it is being delivered: without it every stream
 // could hold entries far past the budget. The top-up never waits (the
-// bytes are in memory already).
+// bytes are in memory already), which is why the entry must have been
+// charged an estimate before it was read (held > 0; unchargedReads
+// counts the reads that were not).
 func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
+	if held <= 0 {
+		s.e.stats.unchargedReads.Add(1)
+	}
 	n := int64(len(ent.Data))
 	if n <= held {
 		return held

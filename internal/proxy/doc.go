@@ -63,10 +63,12 @@
 //
 //	fetch [a, b) of xorb X, when it is its turn to fill (the reader's
 //	fetch, the next, or within the stream's read-ahead in fetched bytes):
-//	    first segment: cache.Get; on a miss join the fill in flight whose
-//	        range covers [a, b), or start one
+//	    first segment: cache.Has (no read, no memory); on a miss join
+//	        the fill in flight whose range covers [a, b), or start one
 //	    each segment, in order:
 //	        the joined fill still holds it  -> its chunks, as they decode
+//	        else charge the budgets for the entry (waiting for room; a
+//	        waiting reader on a full budget: urgentPiece chunks), then
 //	        cache.Get hits                  -> the entry's chunks
 //	        no fill joined yet              -> join or start one, retry
 //	        otherwise (the fill let go of it after its Put and the cache

@@ -247,21 +247,28 @@ func (cachedOnly) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from ui
 	for lo := fe.Chunks.Start + from; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
 		k := lo - fe.Chunks.Start
-		if err := s.acquire(f, int(k), 0); err != nil {
+		// Charged before it is read, as in cacheSource.fetch.
+		held, err := s.acquireUpTo(f, int(k), int64(hi-lo)*xorbTargetChunk, int64(min(hi-lo, urgentPiece))*xorbTargetChunk)
+		if err != nil {
 			return err
 		}
+		hi = lo + uint32(held/xorbTargetChunk)
 		staged := false
 		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
 		if ent == nil && s.verify {
 			ent, staged = s.e.stagingGet(s.ctx, fe.Xorb, lo, hi), true
 		}
 		if ent == nil {
+			s.releaseBytes(held)
 			if err := s.ctx.Err(); err != nil {
 				return err
 			}
 			return fmt.Errorf("chunks %d-%d of xorb %s: %w", lo, hi, fe.Xorb, ErrNotCached)
 		}
-		if err := s.fromEntry(f, tr, ent, srcCache, m, staged, nil); err != nil {
+		held = s.entryHold(held, ent)
+		err = s.fromEntry(f, tr, ent, srcCache, m, staged, &held)
+		s.releaseBytes(held)
+		if err != nil {
 			if errors.Is(err, errRecheck) {
 				return fmt.Errorf("chunks %d-%d of xorb %s failed their proof: %w", lo, hi, fe.Xorb, ErrNotCached)
 			}

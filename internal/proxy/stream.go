@@ -8,6 +8,7 @@ import (
 	"math"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 
@@ -95,6 +96,11 @@ type block struct {
 	rng     reconstruction.ByteRange // file bytes asked
 	plan    *reconstruction.Plan
 	fetches []*fetch
+
+	// meta is what the block's own bookkeeping (its fetches and their
+	// slots, one per chunk) holds of the engine's budget until the block
+	// is freed (releaseBlock).
+	meta atomic.Int64
 
 	mu   sync.Mutex        // guards urls (403 refreshes of this block)
 	urls map[string]string // fetch key -> newest URL
@@ -216,10 +222,30 @@ func (s *stream) planBlock(ctx context.Context, off uint64, seq int64) (*block, 
 		})
 		b.fetches[i].want.Store(-1)
 	}
+	// A stream's plan is memory in flight too: a block of the default
+	// size has a few thousand chunks, a slot each, and every stream holds
+	// one or two blocks. Charged to the engine's budget without waiting
+	// (planning must go on for the reader to progress), it leaves that
+	// much less room for read-ahead.
+	var chunks int64
+	for _, f := range b.fetches {
+		chunks += int64(len(f.slots))
+	}
+	meta := chunks*int64(unsafe.Sizeof(slot{})) + int64(len(b.fetches))*int64(unsafe.Sizeof(fetch{}))
+	s.e.budget.acquire(s.ctx, meta, func() bool { return true }, whole)
+	b.meta.Store(meta)
 	s.allMu.Lock()
 	s.ahead = append(s.ahead, b.fetches...)
 	s.allMu.Unlock()
 	return b, nil
+}
+
+// releaseBlock gives back what b's bookkeeping holds of the engine's
+// budget; later calls do nothing.
+func (s *stream) releaseBlock(b *block) {
+	if n := b.meta.Swap(0); n > 0 {
+		s.e.budget.release(n)
+	}
 }
 
 // query asks the reconstruction of rng and plans all of it. A positive
@@ -268,6 +294,7 @@ func (s *stream) schedule(first *block) error {
 		select {
 		case s.blocks <- b:
 		case <-s.ctx.Done():
+			s.releaseBlock(b) // never handed to the reader
 			return s.ctx.Err()
 		}
 		for _, f := range b.fetches {
@@ -361,16 +388,7 @@ func (f *fetch) currentURL() string {
 // engine's budgets. A chunk the reader is waiting for (or one before it
 // in the stream) is urgent and never waits.
 func (s *stream) acquire(f *fetch, k int, n int64) error {
-	urgent := func() bool { return int64(k) <= f.want.Load() }
-	room := func(limit int64) int64 {
-		switch {
-		case f.seq <= s.head.Load():
-			return limit // the reader is on it: all of the budget
-		case s.prefetchTurn(f):
-			return limit - limit/4 // read-ahead leaves the reader's fetch room to run
-		}
-		return 0
-	}
+	urgent, room := s.acquireRules(f, k)
 	if err := s.budget.acquire(s.ctx, n, urgent, room); err != nil {
 		return err
 	}
@@ -379,6 +397,42 @@ func (s *stream) acquire(f *fetch, k int, n int64) error {
 		return err
 	}
 	return nil
+}
+
+// acquireRules are the urgent and room functions of budget.acquire for
+// chunk k of f.
+func (s *stream) acquireRules(f *fetch, k int) (urgent func() bool, room func(limit int64) int64) {
+	urgent = func() bool { return int64(k) <= f.want.Load() }
+	room = func(limit int64) int64 {
+		switch {
+		case f.seq <= s.head.Load():
+			return limit // the reader is on it: all of the budget
+		case s.prefetchTurn(f):
+			return limit - limit/4 // read-ahead leaves the reader's fetch room to run
+		}
+		return 0
+	}
+	return urgent, room
+}
+
+// acquireUpTo is acquire for a read of n bytes that can be cut to small
+// (budget.acquireUpTo) when the reader waits for it and the budgets are
+// full; it returns what it took of both.
+func (s *stream) acquireUpTo(f *fetch, k int, n, small int64) (int64, error) {
+	urgent, room := s.acquireRules(f, k)
+	got, err := s.budget.acquireUpTo(s.ctx, n, small, urgent, room)
+	if err != nil {
+		return 0, err
+	}
+	got2, err := s.e.budget.acquireUpTo(s.ctx, got, small, urgent, room)
+	if err != nil {
+		s.budget.release(got)
+		return 0, err
+	}
+	if got2 < got {
+		s.budget.release(got - got2)
+	}
+	return got2, nil
 }
 
 // prefetchTurn reports whether f may read ahead into the budget: every
@@ -651,6 +705,7 @@ func (s *stream) finishBlock(b *block) error {
 		}
 		s.freeFetch(f)
 	}
+	s.releaseBlock(b)
 	return nil
 }
 
@@ -749,6 +804,7 @@ func (s *stream) freeBlock(b *block) {
 		}
 		s.freeFetch(f)
 	}
+	s.releaseBlock(b)
 }
 
 // Close stops the stream and releases everything. It returns once every

@@ -133,6 +133,10 @@ func put(t *testing.T, s cache.Store, e *cache.Entry) {
 // wantHit checks that [start, end) of x is served with the fake content.
 func wantHit(t *testing.T, s cache.Store, x merklehash.Hash, start, end uint32, maxChunk int) {
 	t.Helper()
+	// Has never denies what Get finds (a reader would fetch it again).
+	if !cache.MayHave(context.Background(), s, x, start, end) {
+		t.Fatalf("Has [%d, %d) = false for a stored range", start, end)
+	}
 	got, err := s.Get(context.Background(), x, start, end)
 	if err != nil {
 		t.Fatalf("Get [%d, %d): %v", start, end, err)
