@@ -9,7 +9,7 @@
 // scenario reports the xorb bytes it served, and each measured download
 // the server CPU-seconds per GB it cost (from /proc/PID/stat; for the Go
 // static server, this process). --s3-only runs the shared S3 tier scenario
-// alone. Run it through bench/cache.sh.
+// alone; --cold-only runs the baselines and the two cold scenarios. Run it through bench/cache.sh.
 package main
 
 import (
@@ -51,6 +51,7 @@ func main() {
 	clientSize := flag.String("client-size", "256MiB", "size of the file the concurrent clients ask for")
 	noS3 := flag.Bool("no-s3", false, "skip the shared S3 tier scenario")
 	s3Only := flag.Bool("s3-only", false, "run only the shared S3 tier scenario (no baselines, no other scenario)")
+	coldOnly := flag.Bool("cold-only", false, "run only the baselines and the two cold scenarios (no cache, filling an empty disk cache)")
 	cacheRoot := flag.String("cache-root", "", "directory to put the cache directories in (default: a temporary directory)")
 	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the xetproxy processes (default: unset)")
 	flag.Parse()
@@ -67,7 +68,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(2)
 	}
-	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *s3Only, *cacheRoot); err != nil {
+	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *s3Only, *coldOnly, *cacheRoot); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
 	}
@@ -95,7 +96,7 @@ func curlCPU(curl, url string, pid int) (benchkit.CurlResult, float64, error) {
 	return r, c / (float64(r.Size) / 1e9), nil
 }
 
-func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, cacheRoot string) error {
+func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldOnly bool, cacheRoot string) error {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		return fmt.Errorf("curl is needed: %w", err)
@@ -114,7 +115,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 		logf("ingesting %s into fakehub...", benchkit.Human(size))
 	} else {
 		logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
@@ -123,12 +124,12 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", sample.NewSafetensors(size, 1)); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 		// the other files are not needed
 	} else if _, err := fh.AddFile(context.Background(), benchRepo, "big-v2.safetensors", edited(sample.NewSafetensors(size, 1), size)); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 	} else if _, err := fh.AddFile(context.Background(), benchRepo, "hot.safetensors", sample.NewSafetensors(csize, 2)); err != nil {
 		return err
 	}
@@ -148,7 +149,10 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 			time.Now().UTC().Format("2006-01-02"), benchkit.Human(bigSize), r.name, benchkit.MBps(benchkit.Median(r.speed)), r.xorbBytes, r.note)
 		return nil
 	}
-	v2Size, _ := io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
+	var v2Size int64
+	if !coldOnly {
+		v2Size, _ = io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
+	}
 
 	// the same bytes on disk for the static baselines
 	www := filepath.Join(dir, "www")
@@ -247,6 +251,19 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.Speed}, size: r.Size,
 		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
 	logf("cold: %s, %s of xorbs", benchkit.MBps(r.Speed), benchkit.Human(xorbBytes(fh)))
+	if coldOnly {
+		// where a fill's work went: what it fetched and staged, what was
+		// promoted, and what readers fetched again for themselves
+		logf("cold fill: %.0f fills, %.0f fallbacks, %s fill bytes, %s staged, %s promoted, %s written",
+			metric(p.URL, "xetproxy_cache_fills_total"), metric(p.URL, "xetproxy_cache_fallbacks_total"),
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_fill_bytes_total"))),
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_staged_bytes_total"))),
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_promoted_bytes_total"))),
+			benchkit.Human(int64(metric(p.URL, `xetproxy_cache_tier_put_bytes_total{tier="disk"}`))))
+		p.Stop()
+		printReport(os.Stdout, results, base, bigSize)
+		return nil
+	}
 
 	// warm: the same server again
 	warm := result{name: "xetproxy warm (second download, same server)", size: bigSize}
