@@ -392,6 +392,9 @@ type fillSink struct {
 	hashes []merklehash.Hash
 	held   int64 // fill budget held for sg while it is being decoded
 	need   int   // end of the chunk being decoded in buf
+	// perChunk is the mean chunk size of the last complete segment, 0
+	// before the first.
+	perChunk int
 }
 
 func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
@@ -408,7 +411,15 @@ func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
 			return nil, false, err
 		}
 		k.held = held
-		k.buf = make([]byte, 0, cnt*xorbTargetChunk)
+		// The chunks of a xorb tend to be alike in size: start from what
+		// the previous segment needed, with a margin, so that a segment
+		// seldom grows (a copy of all it holds, and a larger buffer to
+		// clear).
+		per := xorbTargetChunk
+		if k.perChunk > 0 {
+			per = min(k.perChunk+k.perChunk/8, maxChunk)
+		}
+		k.buf = make([]byte, 0, cnt*per)
 		k.offs = make([]uint32, 1, cnt+1)
 		k.hashes = make([]merklehash.Hash, 0, cnt)
 	}
@@ -436,6 +447,7 @@ func (k *fillSink) done(i uint32, _ []byte, h merklehash.Hash) error {
 		k.held = c
 	}
 	sg.held, k.held = k.held, 0
+	k.perChunk = len(k.buf)/len(k.hashes) + 1
 	k.sg = nil
 	select {
 	case k.puts <- sg:
