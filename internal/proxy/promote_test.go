@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
@@ -220,4 +222,48 @@ func lastFetch(t *testing.T, e *testEnv, m *hub.FileMeta) (merklehash.Hash, int6
 	}
 	t.Fatal("no fetch range ends with the last term")
 	return merklehash.Hash{}, 0
+}
+
+// A fill's segment buffers go back to the pool only when the fill and
+// every reader are done with them: a reader that stops after its first
+// byte keeps the chunks its read-ahead took, while the fill runs on,
+// hands every segment to staging and ends, and another file's fills take
+// pooled buffers; the paused reader's bytes are still exact when it goes
+// on.
+func TestCacheSegmentBuffersOutliveTheirReaders(t *testing.T) {
+	e, _ := stagedEnv(t, fakehub.Config{MaxXorbBytes: 8 << 20})
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	a, b := mixed(44, 16<<20), mixed(45, 16<<20)
+	e.add(t, "org/m", "a.bin", a)
+	e.add(t, "org/m", "b.bin", b)
+	ma, mb := e.stat(t, "", repoM, "a.bin"), e.stat(t, "", repoM, "b.bin")
+	rc, err := e.eng.Open(context.Background(), "", ma, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(rc, first); err != nil {
+		t.Fatal(err)
+	}
+	// The paused reader's fills run to their end.
+	deadline := time.Now().Add(30 * time.Second)
+	for e.eng.CacheStats().FillsInFlight != 0 || e.eng.CacheStats().StagedBytes == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fills still running: %+v", e.eng.CacheStats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for range 3 {
+		if got, _ := readAll(t, e.eng, "", mb, 0, -1); !bytes.Equal(got, b) {
+			t.Fatal("the other file's bytes differ")
+		}
+	}
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("the paused reader: %v", err)
+	}
+	if !bytes.Equal(append(first, rest...), a) {
+		t.Fatal("the paused reader's bytes differ")
+	}
 }
