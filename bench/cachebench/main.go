@@ -9,7 +9,8 @@
 // scenario reports the xorb bytes it served, and each measured download
 // the server CPU-seconds per GB it cost (from /proc/PID/stat; for the Go
 // static server, this process). --s3-only runs the shared S3 tier scenario
-// alone. Run it through bench/cache.sh.
+// alone; --cold-only runs the baselines and the two cold scenarios, --runs
+// times each, counting the fill's CPU until the server is idle. Run it through bench/cache.sh.
 package main
 
 import (
@@ -51,6 +52,7 @@ func main() {
 	clientSize := flag.String("client-size", "256MiB", "size of the file the concurrent clients ask for")
 	noS3 := flag.Bool("no-s3", false, "skip the shared S3 tier scenario")
 	s3Only := flag.Bool("s3-only", false, "run only the shared S3 tier scenario (no baselines, no other scenario)")
+	coldOnly := flag.Bool("cold-only", false, "run only the baselines and the two cold scenarios (no cache, filling an empty disk cache), each --runs times")
 	cacheRoot := flag.String("cache-root", "", "directory to put the cache directories in (default: a temporary directory)")
 	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the xetproxy processes (default: unset)")
 	flag.Parse()
@@ -67,7 +69,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(2)
 	}
-	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *s3Only, *cacheRoot); err != nil {
+	if err := run(*bin, size, csize, *runs, *clients, !*noS3, *s3Only, *coldOnly, *cacheRoot); err != nil {
 		fmt.Fprintln(os.Stderr, "cachebench:", err)
 		os.Exit(1)
 	}
@@ -95,7 +97,7 @@ func curlCPU(curl, url string, pid int) (benchkit.CurlResult, float64, error) {
 	return r, c / (float64(r.Size) / 1e9), nil
 }
 
-func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, cacheRoot string) error {
+func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldOnly bool, cacheRoot string) error {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		return fmt.Errorf("curl is needed: %w", err)
@@ -114,7 +116,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	if err := fh.CreateRepo(fakehub.RepoSpec{ID: benchRepo}); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 		logf("ingesting %s into fakehub...", benchkit.Human(size))
 	} else {
 		logf("ingesting %s (+ an edited copy, + %s) into fakehub...", benchkit.Human(size), benchkit.Human(csize))
@@ -123,12 +125,12 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 	if _, err := fh.AddFile(context.Background(), benchRepo, "big.safetensors", sample.NewSafetensors(size, 1)); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 		// the other files are not needed
 	} else if _, err := fh.AddFile(context.Background(), benchRepo, "big-v2.safetensors", edited(sample.NewSafetensors(size, 1), size)); err != nil {
 		return err
 	}
-	if s3Only {
+	if s3Only || coldOnly {
 	} else if _, err := fh.AddFile(context.Background(), benchRepo, "hot.safetensors", sample.NewSafetensors(csize, 2)); err != nil {
 		return err
 	}
@@ -148,7 +150,10 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 			time.Now().UTC().Format("2006-01-02"), benchkit.Human(bigSize), r.name, benchkit.MBps(benchkit.Median(r.speed)), r.xorbBytes, r.note)
 		return nil
 	}
-	v2Size, _ := io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
+	var v2Size int64
+	if !coldOnly {
+		v2Size, _ = io.Copy(io.Discard, edited(sample.NewSafetensors(size, 1), size))
+	}
 
 	// the same bytes on disk for the static baselines
 	www := filepath.Join(dir, "www")
@@ -213,6 +218,15 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 		defer os.RemoveAll(cacheRoot)
 	}
 
+	if coldOnly {
+		cold, err := coldRuns(curl, bin, hubURL, fh, cacheRoot, size, runs)
+		if err != nil {
+			return err
+		}
+		printReport(os.Stdout, append(results, cold...), base, bigSize)
+		return nil
+	}
+
 	// cold without any cache, for comparison (what bench/proxy.sh measures)
 	p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 	if err != nil {
@@ -239,13 +253,19 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only bool, 
 		return err
 	}
 	fh.ResetStats()
+	c0 := benchkit.CPUSeconds(p.PID())
 	r, cpu, err = curlCPU(curl, p.URL+bigURL, p.PID())
 	if err != nil {
 		p.Stop()
 		return err
 	}
+	// Promotions of staged chunks run on after the last byte: count
+	// them too, until the server is idle.
+	settle(p.URL)
+	idle := (benchkit.CPUSeconds(p.PID()) - c0) / (float64(r.Size) / 1e9)
 	results = append(results, result{name: "xetproxy cold, filling an empty disk cache", speed: []float64{r.Speed}, size: r.Size,
-		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
+		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu},
+		note: fmt.Sprintf("%.2f CPU-s/GB counting the cache writes that end after the download", idle)})
 	logf("cold: %s, %s of xorbs", benchkit.MBps(r.Speed), benchkit.Human(xorbBytes(fh)))
 
 	// warm: the same server again
@@ -503,6 +523,72 @@ func s3Scenario(curl, bin, hubURL string, fh *fakehub.Hub, root string, size int
 			benchkit.MBps(ra.Speed), benchkit.Human(int64(queued)), drain.Seconds(), aDropped, aWaits)}
 	b.Stop()
 	return res, nil
+}
+
+// coldRuns runs the two cold scenarios runs times, alternating, each
+// time with a fresh server (and an empty cache directory): without cache,
+// and filling the disk cache. The fill's CPU is counted until the server
+// is idle (settle), since promotions end after the download.
+func coldRuns(curl, bin, hubURL string, fh *fakehub.Hub, root string, size int64, runs int) ([]result, error) {
+	bigURL := "/download/" + benchRepo + "/big.safetensors"
+	none := result{name: "xetproxy cold, no cache"}
+	fill := result{name: "xetproxy cold, filling an empty disk cache (CPU until idle)"}
+	for i := 0; i < runs; i++ {
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
+		if err != nil {
+			return nil, err
+		}
+		fh.ResetStats()
+		r, cpu, err := curlCPU(curl, p.URL+bigURL, p.PID())
+		none.rss = max(none.rss, p.Peak())
+		p.Stop()
+		if err != nil {
+			return nil, err
+		}
+		none.speed, none.cpu, none.size, none.xorbBytes = append(none.speed, r.Speed), append(none.cpu, cpu), r.Size, xorbBytes(fh)
+
+		dir := filepath.Join(root, fmt.Sprintf("cold-%d", i))
+		p, err = benchkit.StartProxy(bin, hubURL, "--cache-dir", dir, "--cache-size", strconv.FormatInt(3*size+(1<<30), 10))
+		if err != nil {
+			return nil, err
+		}
+		fh.ResetStats()
+		c0 := benchkit.CPUSeconds(p.PID())
+		r, err = benchkit.Curl(curl, p.URL+bigURL)
+		if err != nil {
+			p.Stop()
+			return nil, err
+		}
+		settle(p.URL)
+		cpu = (benchkit.CPUSeconds(p.PID()) - c0) / (float64(r.Size) / 1e9)
+		logf("cold run %d: no cache %.2f CPU-s/GB, fill %.2f CPU-s/GB (%s fill bytes, %s staged, %s promoted, %.0f fallbacks)", i+1, none.cpu[i], cpu,
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_fill_bytes_total"))),
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_staged_bytes_total"))),
+			benchkit.Human(int64(metric(p.URL, "xetproxy_cache_promoted_bytes_total"))),
+			metric(p.URL, "xetproxy_cache_fallbacks_total"))
+		fill.rss = max(fill.rss, p.Peak())
+		p.Stop()
+		os.RemoveAll(dir)
+		fill.speed, fill.cpu, fill.size, fill.xorbBytes = append(fill.speed, r.Speed), append(fill.cpu, cpu), r.Size, xorbBytes(fh)
+	}
+	return []result{none, fill}, nil
+}
+
+// settle waits until the server's cache work has ended: no fill in
+// flight, and the bytes promoted from staging unchanged for a second (at
+// most a minute).
+func settle(base string) {
+	last, calm := -2.0, 0
+	for t0 := time.Now(); calm < 5 && time.Since(t0) < time.Minute; {
+		time.Sleep(200 * time.Millisecond)
+		v := metric(base, "xetproxy_cache_promoted_bytes_total")
+		if v == last && metric(base, "xetproxy_cache_fills_in_flight") == 0 {
+			calm++
+		} else {
+			calm = 0
+		}
+		last = v
+	}
 }
 
 // metric returns one sample of the server's /metrics, -1 when missing.

@@ -59,7 +59,12 @@
 // Engine (single-flight), run on a detached, bounded context so the client
 // that started it can leave. Only decoded chunks are Put, with hashes of
 // their bytes; a whole-file read that then fails its file hash Deletes what
-// it used. Get errors count as misses, Put errors are logged and counted.
+// it used. Chunks that await a proof wait in a Staging store (a Disk of the
+// process's own under the cache directory); once they are proven,
+// Disk.Adopt (and Tiered.Adopt over a disk tier) moves a staged entry's
+// file into the cache after checking its header, instead of a Get and a
+// Put (adopt.go). Get errors count as misses, Put errors are logged and
+// counted.
 // Stats (StatsReporter; Tiered.Local and Tiered.Shared for each tier) feed
 // the server's Prometheus collector; Tiered.Close at shutdown finishes
 // queued shared writes.

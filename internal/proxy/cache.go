@@ -80,6 +80,7 @@ type CacheStats struct {
 	ProofFailures  uint64 // chunks (cached or fetched) that did not match their xorb's manifest
 	StagedBytes    uint64 // decoded bytes written to the staging store to await a proof
 	PromotedBytes  uint64 // staged bytes promoted to the cache after a proof
+	AdoptedBytes   uint64 // of PromotedBytes, moved as they were staged (cache.Adopter), not copied
 	// ServedUnverified counts the bytes given to ranged reads whose chunk
 	// no proof covered (no manifest of its xorb): term lengths were
 	// checked, content could not be.
@@ -102,7 +103,7 @@ type counters struct {
 	unchargedReads                    atomic.Uint64 // entries read with no budget charge: stays 0 (entryHold)
 	xorbProofs, fileProofs            atomic.Uint64
 	fileMismatches, proofFailures     atomic.Uint64
-	staged, promoted                  atomic.Uint64
+	staged, promoted, adopted         atomic.Uint64
 	unverified                        atomic.Int64
 	fillsInFlight                     atomic.Int64
 	lastWarn                          atomic.Int64
@@ -122,7 +123,7 @@ func (e *Engine) CacheStats() CacheStats {
 		Puts: c.puts.Load(), PutErrors: c.putErrors.Load(), PutBytes: c.putBytes.Load(),
 		Fallbacks: c.fallbacks.Load(), Purges: c.purges.Load(), FillsInFlight: c.fillsInFlight.Load(),
 		XorbProofs: c.xorbProofs.Load(), FileProofs: c.fileProofs.Load(), FileMismatches: c.fileMismatches.Load(),
-		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(),
+		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(), AdoptedBytes: c.adopted.Load(),
 		ServedUnverified: c.unverified.Load(),
 		XorbServed:       c.casServed.Load(), XorbFromCache: c.casFromCache.Load(), XorbFromUpstream: c.casFromUpstream.Load(),
 	}

@@ -361,8 +361,13 @@ func (s *stream) refuteEntry(ent *cache.Entry, c uint32, staged bool) error {
 }
 
 // fromFill delivers chunks [lo, hi) of a fill, checking them against m
-// when the fill did not (it started before the manifest was known).
+// when the fill did not (it started before the manifest was known). It
+// takes over the reference to sg's memory that fill.segment gave: each
+// slot that keeps a chunk holds one more, the last gives it back.
 func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest) error {
+	ref := &entryRef{seg: sg}
+	ref.n.Store(1)
+	defer ref.drop()
 	fe := &f.blk.plan.Fetches[f.i]
 	if s.verify && fl.m == nil {
 		s.noteFill(fl)
@@ -386,7 +391,7 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 			s.e.stats.proofFailures.Add(1)
 			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
 		}
-		if err := s.deliver(f, tr, c-base, data, h, src, proven, nil); err != nil {
+		if err := s.deliver(f, tr, c-base, data, h, src, proven, ref); err != nil {
 			return err
 		}
 		if !proven {
@@ -399,17 +404,24 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 	return nil
 }
 
-// entryRef counts the references to a cache entry's memory: the
-// delivering fetch's, and one per slot that keeps a chunk of it. The last
-// to go gives the memory back to the store (cache.Entry.Release).
+// entryRef counts the references to a cache entry's memory, or a fill
+// segment's: the delivering fetch's, and one per slot that keeps a chunk
+// of it. The last to go gives the memory back to the store
+// (cache.Entry.Release) or the segment (fillSeg.unref).
 type entryRef struct {
 	ent *cache.Entry
+	seg *fillSeg
 	n   atomic.Int32
 }
 
 func (r *entryRef) drop() {
 	if r.n.Add(-1) == 0 {
-		r.ent.Release()
+		if r.ent != nil {
+			r.ent.Release()
+		}
+		if r.seg != nil {
+			r.seg.unref()
+		}
 	}
 }
 

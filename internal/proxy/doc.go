@@ -114,7 +114,10 @@
 //	    ranged stream        -> proven cache entries, else its own fetch,
 //	                            no fill (counted as unverified bytes)
 //	fill of [0, n) that hashes to X -> manifest learnt, staged segments
-//	                                   promoted
+//	                                   promoted (whole segments adopted:
+//	                                   the staged file moved into the
+//	                                   cache, cache.Adopter; parts copied
+//	                                   and joined)
 //	whole-file stream's hash checks -> its noted ranges promoted, if the
 //	                                   staged copy has the same hashes
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -164,6 +165,12 @@ type fillSeg struct {
 	hashes     []merklehash.Hash
 	n          uint32
 	held       int64 // fill budget held, once complete
+	// refs counts the holders of data's memory: the fill until it lets go
+	// of the segment, each reader from segment to its last chunk's
+	// release (entryRef). pooled is data's buffer when it came from
+	// segPool: it goes back when refs falls to 0.
+	refs   atomic.Int32
+	pooled *[]byte
 }
 
 func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
@@ -181,14 +188,17 @@ func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
 	}
 	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
-		fl.segs = append(fl.segs, &fillSeg{start: lo, end: hi})
+		sg := &fillSeg{start: lo, end: hi}
+		sg.refs.Store(1) // the fill's
+		fl.segs = append(fl.segs, sg)
 		lo = hi
 	}
 	return fl
 }
 
 // segment returns the segment holding chunk c while the fill still holds
-// it in memory, nil once it has been handed to the cache.
+// it in memory, nil once it has been handed to the cache. The caller holds
+// a reference to the segment's memory and gives it back with unref.
 func (fl *fill) segment(c uint32) *fillSeg {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
@@ -196,7 +206,44 @@ func (fl *fill) segment(c uint32) *fillSeg {
 	if i < fl.released || i >= len(fl.segs) {
 		return nil
 	}
-	return fl.segs[i]
+	sg := fl.segs[i]
+	sg.refs.Add(1)
+	return sg
+}
+
+// Segment buffers. When nothing the fill hands a segment to keeps its
+// bytes (the disk stores write them out; a memory store would keep them),
+// the buffer comes from segPool and goes back to it once the fill and
+// every reader are done with it: a fresh buffer for each 4 MiB segment
+// costs the runtime's clearing of it and the decoder's first touch of new
+// memory, more than its write to the staging store. A pooled buffer holds
+// the largest a segment can decode to, so it never grows.
+const segBufCap = segmentChunks * maxChunk
+
+var segPool sync.Pool // of *[]byte, cap segBufCap
+
+// pooledSegments reports whether segments of a fill with manifest m may
+// use pooled buffers: the store their Put goes to keeps no reference to
+// them.
+func (e *Engine) pooledSegments(m *cache.Manifest) bool {
+	if m == nil {
+		_, ok := e.staging.(*cache.Staging)
+		return ok
+	}
+	_, ok := e.cache.(*cache.Disk)
+	return ok
+}
+
+// unref gives back a reference to sg's memory (the fill's own, or a
+// reader's from segment); the last one returns a pooled buffer to the
+// pool.
+func (sg *fillSeg) unref() {
+	if sg.refs.Add(-1) == 0 && sg.pooled != nil {
+		p := sg.pooled
+		sg.pooled = nil
+		*p = (*p)[:0]
+		segPool.Put(p)
+	}
 }
 
 // chunk waits for chunk i of sg and returns its bytes and hash.
@@ -316,6 +363,7 @@ func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- st
 		fl.released++
 		fl.mu.Unlock()
 		e.fillBudget.release(sg.held)
+		sg.unref()
 	}
 }
 
@@ -356,7 +404,7 @@ var (
 // manifest the range taught, if any.
 func (fl *fill) download(ctx context.Context, puts chan<- *fillSeg) (*cache.Manifest, error) {
 	fe := &fl.fetch.blk.plan.Fetches[fl.fetch.i]
-	sink := &fillSink{fl: fl, ctx: ctx, puts: puts, si: -1}
+	sink := &fillSink{fl: fl, ctx: ctx, puts: puts, si: -1, pool: fl.e.pooledSegments(fl.m)}
 	defer func() {
 		if sink.held > 0 {
 			fl.e.fillBudget.release(sink.held)
@@ -392,6 +440,10 @@ type fillSink struct {
 	hashes []merklehash.Hash
 	held   int64 // fill budget held for sg while it is being decoded
 	need   int   // end of the chunk being decoded in buf
+	// perChunk is the mean chunk size of the last complete segment, 0
+	// before the first.
+	perChunk int
+	pool     bool // segments use pooled buffers (pooledSegments)
 }
 
 func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
@@ -404,11 +456,31 @@ func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
 		k.sg = fl.segs[k.si]
 		cnt := int(k.sg.end - k.sg.start)
 		held := int64(cnt) * maxChunk // the most a segment can decode to
+		if k.pool {
+			held = segBufCap
+		}
 		if err := e.fillBudget.acquire(k.ctx, held, never, whole); err != nil {
 			return nil, false, err
 		}
 		k.held = held
-		k.buf = make([]byte, 0, cnt*xorbTargetChunk)
+		// The chunks of a xorb tend to be alike in size: start from what
+		// the previous segment needed, with a margin, so that a segment
+		// seldom grows (a copy of all it holds, and a larger buffer to
+		// clear).
+		per := xorbTargetChunk
+		if k.perChunk > 0 {
+			per = min(k.perChunk+k.perChunk/8, maxChunk)
+		}
+		if k.pool {
+			p, _ := segPool.Get().(*[]byte)
+			if p == nil {
+				b := make([]byte, 0, segBufCap)
+				p = &b
+			}
+			k.sg.pooled, k.buf = p, (*p)[:0]
+		} else {
+			k.buf = make([]byte, 0, cnt*per)
+		}
 		k.offs = make([]uint32, 1, cnt+1)
 		k.hashes = make([]merklehash.Hash, 0, cnt)
 	}
@@ -436,6 +508,7 @@ func (k *fillSink) done(i uint32, _ []byte, h merklehash.Hash) error {
 		k.held = c
 	}
 	sg.held, k.held = k.held, 0
+	k.perChunk = len(k.buf)/len(k.hashes) + 1
 	k.sg = nil
 	select {
 	case k.puts <- sg:

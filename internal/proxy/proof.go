@@ -210,25 +210,79 @@ func (e *Engine) proved(s *stream) {
 
 // promoteAll moves staged chunks to the cache: each range whose staged
 // copy still holds exactly the proven hashes (a later, different fill of
-// the same range may have replaced it; that one stays staged). The staged
-// copies are dropped once all are promoted: fills of neighbouring ranges
-// can overlap by a chunk, and deleting one range deletes what overlaps it.
+// the same range may have replaced it; that one stays staged). A staged
+// segment that is a whole cache entry as it stands is adopted (its file
+// renamed into the cache, cache.Adopter); the others (parts of segments,
+// to be joined with their neighbours, or a cache that cannot adopt) are
+// read back and Put. The staged copies of those are dropped once all are
+// promoted: fills of neighbouring ranges can overlap by a chunk, and
+// deleting one range deletes what overlaps it.
 func (e *Engine) promoteAll(ctx context.Context, recs []unproven) {
 	var done []cache.Key
+	var later []unproven
+	ad, _ := e.cache.(cache.Adopter)
+	st, _ := e.staging.(*cache.Staging)
 	for _, r := range recs {
-		ent, err := e.staging.Get(ctx, r.key.Xorb, r.key.Start, r.key.End)
-		if err != nil || ent.Validate() != nil || !slices.Equal(ent.Hashes, r.hashes) {
+		if ad != nil && st != nil && e.wholeSegment(r.key) {
+			later = append(later, r)
 			continue
 		}
-		e.putSegment(ctx, ent)
-		e.stats.promoted.Add(uint64(len(ent.Data)))
-		done = append(done, r.key)
+		if e.promoteCopy(ctx, r) {
+			done = append(done, r.key)
+		}
+	}
+	for _, r := range later {
+		n, ok, err := ad.Adopt(ctx, st, r.key, r.hashes)
+		switch {
+		case ok:
+			e.stats.puts.Add(1)
+			e.stats.putBytes.Add(uint64(n))
+			e.stats.promoted.Add(uint64(n))
+			e.stats.adopted.Add(uint64(n))
+		case err != nil:
+			if ctx.Err() == nil {
+				e.stats.putErrors.Add(1)
+				e.warn("cache: promotion failed", "key", r.key.String(), "err", err)
+			}
+		default:
+			// Staged otherwise (inside a wider staged entry, or with other
+			// hashes): the staged copy decides, as for parts.
+			if e.promoteCopy(ctx, r) {
+				done = append(done, r.key)
+			}
+		}
 	}
 	for _, k := range done {
 		if err := e.staging.Delete(ctx, k.Xorb, k.Start, k.End); err != nil && ctx.Err() == nil {
 			e.warn("cache: staging delete failed", "key", k.String(), "err", err)
 		}
 	}
+}
+
+// promoteCopy reads r back from staging and, if it holds exactly the
+// proven hashes, Puts it (joined with the other parts of its segment).
+func (e *Engine) promoteCopy(ctx context.Context, r unproven) bool {
+	ent, err := e.staging.Get(ctx, r.key.Xorb, r.key.Start, r.key.End)
+	if err != nil || ent.Validate() != nil || !slices.Equal(ent.Hashes, r.hashes) {
+		return false
+	}
+	e.putSegment(ctx, ent)
+	e.stats.promoted.Add(uint64(len(ent.Data)))
+	return true
+}
+
+// wholeSegment reports whether k is a whole segment of the 64-chunk grid,
+// or the whole last segment of a xorb whose manifest is known: an entry
+// putSegment would store as it is, with nothing to join.
+func (e *Engine) wholeSegment(k cache.Key) bool {
+	if k.Start%segmentChunks != 0 {
+		return false
+	}
+	if k.End == segmentEnd(k.Start) {
+		return true
+	}
+	m, _ := e.manifests.get(k.Xorb)
+	return m != nil && k.End == m.Len()
 }
 
 // bgTracker counts background work (fills, promotions) so that Flush and

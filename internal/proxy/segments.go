@@ -30,7 +30,7 @@ func segmentEnd(c uint32) uint32 { return c - c%segmentChunks + segmentChunks }
 // serialised, so that of two fills ending and starting inside it the
 // second always sees the first's part.
 func (e *Engine) putSegment(ctx context.Context, ent *cache.Entry) {
-	if ent.Start%segmentChunks == 0 && ent.End == segmentEnd(ent.Start) {
+	if e.wholeSegment(ent.Key()) {
 		e.cachePut(ctx, ent)
 		return
 	}
