@@ -4,22 +4,23 @@ import (
 	"strconv"
 	"sync"
 
-	"lukechampine.com/blake3"
+	"github.com/zeebo/blake3"
 )
 
-// BLAKE3 is lukechampine.com/blake3: every chunk served is hashed, and its
-// AVX-512 path (16 chunks of 1 KiB at once, AVX2 otherwise) hashes a
-// 64 KiB chunk in about 60% of the CPU time of the AVX2-only alternatives.
-
-// keyedPool keeps keyed hashers for the hot paths, allocation-free (a
-// Hasher holds a 16 KiB buffer).
+// keyed hashers are cloned from a prototype so the key schedule is set up
+// once; pools keep the hot paths allocation-free.
 type keyedPool struct {
-	pool sync.Pool
+	proto *blake3.Hasher
+	pool  sync.Pool
 }
 
 func newKeyedPool(key [32]byte) *keyedPool {
-	p := &keyedPool{}
-	p.pool.New = func() any { return blake3.New(Size, key[:]) }
+	h, err := blake3.NewKeyed(key[:])
+	if err != nil {
+		panic(err) // the key length is fixed at 32: cannot happen
+	}
+	p := &keyedPool{proto: h}
+	p.pool.New = func() any { return p.proto.Clone() }
 	return p
 }
 
@@ -147,7 +148,10 @@ func KeyedChunkHash(key, chunk Hash) Hash {
 	if key.IsZero() {
 		return chunk
 	}
-	h := blake3.New(Size, key[:])
+	h, err := blake3.NewKeyed(key[:])
+	if err != nil {
+		panic(err)
+	}
 	_, _ = h.Write(chunk[:])
 	var out Hash
 	h.Sum(out[:0])
