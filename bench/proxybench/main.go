@@ -43,6 +43,7 @@ func main() {
 	runs := flag.Int("runs", 3, "repetitions of each measurement (medians are reported)")
 	ttfbRuns := flag.Int("ttfb-runs", 9, "repetitions of the time-to-first-byte measurements")
 	coldOnly := flag.Bool("cold-only", false, "measure only the Go static baseline and the cold single stream (CPU per GB, throughput)")
+	compare := flag.String("compare", "", "with --cold-only: a second xetproxy binary, measured in turn with --bin under the same load")
 	flag.Parse()
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "proxybench: --bin is required")
@@ -54,16 +55,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(2)
 	}
+	if *compare != "" && !*coldOnly {
+		fmt.Fprintln(os.Stderr, "proxybench: --compare needs --cold-only")
+		os.Exit(2)
+	}
 	if *coldOnly {
 		*clients = 0
 	}
-	if err := run(*bin, size, csize, *clients, *runs, *ttfbRuns, *coldOnly); err != nil {
+	if err := run(*bin, *compare, size, csize, *clients, *runs, *ttfbRuns, *coldOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bool) error {
+func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bool) error {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		return fmt.Errorf("curl is needed: %w", err)
@@ -113,6 +118,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bo
 	wantSHA := hex.EncodeToString(h.Sum(nil))
 
 	rep := &report{size: bigSize}
+	other := &report{size: bigSize} // --compare
 
 	// Go static server (in this process; idle otherwise during the run)
 	sln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -152,8 +158,8 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bo
 		logf("nginx not installed: apt-get install nginx for that baseline")
 	}
 
-	// proxy, cold single stream
-	for i := 0; i < runs; i++ {
+	// proxy, cold single stream (in turn with --compare)
+	cold := func(bin string, rep *report, i int) error {
 		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
@@ -172,10 +178,25 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bo
 		rep.proxyTTFB = append(rep.proxyTTFB, r.TTFB)
 		rep.proxyCPU = append(rep.proxyCPU, cpu/(float64(r.Size)/1e9))
 		rep.rssSingle = append(rep.rssSingle, hwm)
-		logf("proxy cold run %d: %s, %.2f server CPU-s/GB, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.Speed), cpu/(float64(r.Size)/1e9), r.TTFB*1000, benchkit.Human(hwm))
+		logf("%s cold run %d: %s, %.2f server CPU-s/GB, TTFB %.1f ms, peak RSS %s", bin, i+1, benchkit.MBps(r.Speed), cpu/(float64(r.Size)/1e9), r.TTFB*1000, benchkit.Human(hwm))
+		return nil
+	}
+	for i := 0; i < runs; i++ {
+		if err := cold(bin, rep, i); err != nil {
+			return err
+		}
+		if compare != "" {
+			if err := cold(compare, other, i); err != nil {
+				return err
+			}
+		}
 	}
 	if coldOnly {
-		rep.printCold(os.Stdout)
+		rep.printCold(os.Stdout, bin)
+		if compare != "" {
+			other.goStatic = rep.goStatic
+			other.printCold(os.Stdout, compare)
+		}
 		return nil
 	}
 
@@ -294,8 +315,8 @@ func (r *report) print(w io.Writer) {
 }
 
 // printCold reports the --cold-only measurements.
-func (r *report) printCold(w io.Writer) {
-	fmt.Fprintf(w, "\n## Cold single stream (%s, %d runs, medians)\n\n", time.Now().UTC().Format("2006-01-02"), len(r.proxy))
+func (r *report) printCold(w io.Writer, bin string) {
+	fmt.Fprintf(w, "\n## Cold single stream, %s (%s, %d runs, medians)\n\n", bin, time.Now().UTC().Format("2006-01-02"), len(r.proxy))
 	fmt.Fprintf(w, "| measurement | median |\n|---|---|\n")
 	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.goStatic)))
 	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)))
