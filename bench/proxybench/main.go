@@ -164,9 +164,10 @@ func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, co
 		if err != nil {
 			return err
 		}
-		cpu0 := p.CPUSeconds()
+		u0 := p.Usage()
 		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
-		cpu := p.CPUSeconds() - cpu0
+		u := p.Usage().Sub(u0)
+		cpu := u.User + u.System
 		hwm := p.Stop()
 		if err != nil {
 			return err
@@ -178,7 +179,9 @@ func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, co
 		rep.proxyTTFB = append(rep.proxyTTFB, r.TTFB)
 		rep.proxyCPU = append(rep.proxyCPU, cpu/(float64(r.Size)/1e9))
 		rep.rssSingle = append(rep.rssSingle, hwm)
-		logf("%s cold run %d: %s, %.2f server CPU-s/GB, TTFB %.1f ms, peak RSS %s", bin, i+1, benchkit.MBps(r.Speed), cpu/(float64(r.Size)/1e9), r.TTFB*1000, benchkit.Human(hwm))
+		gb := float64(r.Size) / 1e9
+		logf("%s cold run %d: %s, %.2f server CPU-s/GB (user %.2f, system %.2f; %.0f reads, %.0f writes per GB), TTFB %.1f ms, peak RSS %s",
+			bin, i+1, benchkit.MBps(r.Speed), cpu/gb, u.User/gb, u.System/gb, float64(u.Reads)/gb, float64(u.Writes)/gb, r.TTFB*1000, benchkit.Human(hwm))
 		return nil
 	}
 	for i := 0; i < runs; i++ {
