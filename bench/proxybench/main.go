@@ -42,6 +42,8 @@ func main() {
 	perClient := flag.String("client-size", "128MiB", "size of each concurrent client's file")
 	runs := flag.Int("runs", 3, "repetitions of each measurement (medians are reported)")
 	ttfbRuns := flag.Int("ttfb-runs", 9, "repetitions of the time-to-first-byte measurements")
+	coldOnly := flag.Bool("cold-only", false, "measure only the Go static baseline and the cold single stream (CPU per GB, throughput)")
+	compare := flag.String("compare", "", "with --cold-only: a second xetproxy binary, measured in turn with --bin under the same load")
 	flag.Parse()
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "proxybench: --bin is required")
@@ -53,13 +55,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(2)
 	}
-	if err := run(*bin, size, csize, *clients, *runs, *ttfbRuns); err != nil {
+	if *compare != "" && !*coldOnly {
+		fmt.Fprintln(os.Stderr, "proxybench: --compare needs --cold-only")
+		os.Exit(2)
+	}
+	if *coldOnly {
+		*clients = 0
+	}
+	if err := run(*bin, *compare, size, csize, *clients, *runs, *ttfbRuns, *coldOnly); err != nil {
 		fmt.Fprintln(os.Stderr, "proxybench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
+func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, coldOnly bool) error {
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		return fmt.Errorf("curl is needed: %w", err)
@@ -109,6 +118,7 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	wantSHA := hex.EncodeToString(h.Sum(nil))
 
 	rep := &report{size: bigSize}
+	other := &report{size: bigSize} // --compare
 
 	// Go static server (in this process; idle otherwise during the run)
 	sln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -124,8 +134,11 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 	}
 	logf("go static: %s", benchkit.MBps(benchkit.Median(rep.goStatic)))
 
-	// nginx, if installed
-	if ng, err := exec.LookPath("nginx"); err == nil {
+	// nginx, if installed (not a baseline of the cold-only measurement)
+	ng, ngErr := exec.LookPath("nginx")
+	switch {
+	case coldOnly:
+	case ngErr == nil:
 		url, stop, err := benchkit.StartNginx(ng, dir, www, "big.safetensors")
 		if err != nil {
 			logf("nginx: %v (skipped)", err)
@@ -141,19 +154,20 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 			stop()
 			logf("nginx: %s", benchkit.MBps(benchkit.Median(rep.nginx)))
 		}
-	} else {
+	default:
 		logf("nginx not installed: apt-get install nginx for that baseline")
 	}
 
-	// proxy, cold single stream
-	for i := 0; i < runs; i++ {
+	// proxy, cold single stream (in turn with --compare)
+	cold := func(bin string, rep *report, i int) error {
 		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
 		if err != nil {
 			return err
 		}
-		cpu0 := p.CPUSeconds()
+		u0 := p.Usage()
 		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/big.safetensors")
-		cpu := p.CPUSeconds() - cpu0
+		u := p.Usage().Sub(u0)
+		cpu := u.User + u.System
 		hwm := p.Stop()
 		if err != nil {
 			return err
@@ -165,7 +179,28 @@ func run(bin string, size, csize int64, clients, runs, ttfbRuns int) error {
 		rep.proxyTTFB = append(rep.proxyTTFB, r.TTFB)
 		rep.proxyCPU = append(rep.proxyCPU, cpu/(float64(r.Size)/1e9))
 		rep.rssSingle = append(rep.rssSingle, hwm)
-		logf("proxy cold run %d: %s, TTFB %.1f ms, peak RSS %s", i+1, benchkit.MBps(r.Speed), r.TTFB*1000, benchkit.Human(hwm))
+		gb := float64(r.Size) / 1e9
+		logf("%s cold run %d: %s, %.2f server CPU-s/GB (user %.2f, system %.2f; %.0f reads, %.0f writes per GB), TTFB %.1f ms, peak RSS %s",
+			bin, i+1, benchkit.MBps(r.Speed), cpu/gb, u.User/gb, u.System/gb, float64(u.Reads)/gb, float64(u.Writes)/gb, r.TTFB*1000, benchkit.Human(hwm))
+		return nil
+	}
+	for i := 0; i < runs; i++ {
+		if err := cold(bin, rep, i); err != nil {
+			return err
+		}
+		if compare != "" {
+			if err := cold(compare, other, i); err != nil {
+				return err
+			}
+		}
+	}
+	if coldOnly {
+		rep.printCold(os.Stdout, bin)
+		if compare != "" {
+			other.goStatic = rep.goStatic
+			other.printCold(os.Stdout, compare)
+		}
+		return nil
 	}
 
 	// content check once: the proxy's bytes are the file
@@ -280,6 +315,17 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nContent verified (sha256 of the proxy's bytes = the file's): %v.\n", r.verified)
 	fmt.Fprintf(w, "Raw runs: proxy %s; concurrent %s; RSS single %s; RSS concurrent %s.\n",
 		list(r.proxy, benchkit.MBps), list(r.concurrent, benchkit.MBps), listInt(r.rssSingle), listInt(r.rssConcurrent))
+}
+
+// printCold reports the --cold-only measurements.
+func (r *report) printCold(w io.Writer, bin string) {
+	fmt.Fprintf(w, "\n## Cold single stream, %s (%s, %d runs, medians)\n\n", bin, time.Now().UTC().Format("2006-01-02"), len(r.proxy))
+	fmt.Fprintf(w, "| measurement | median |\n|---|---|\n")
+	fmt.Fprintf(w, "| Go static server (http.FileServer), %s, one curl | %s |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.goStatic)))
+	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)))
+	fmt.Fprintf(w, "| server CPU-seconds per GB, xetproxy cold, one curl (from /proc/PID/stat) | %.2f |\n", benchkit.Median(r.proxyCPU))
+	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
+	fmt.Fprintf(w, "\nRaw runs: proxy %s; CPU-s/GB %s.\n", list(r.proxy, benchkit.MBps), list(r.proxyCPU, func(x float64) string { return fmt.Sprintf("%.2f", x) }))
 }
 
 func ratio(a, b float64) float64 {

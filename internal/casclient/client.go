@@ -147,8 +147,11 @@ func NewTransport() *http.Transport {
 		TLSHandshakeTimeout:   15 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ReadBufferSize:        256 << 10,
-		WriteBufferSize:       64 << 10,
+		// Reads of at least this size skip the buffer: the chunk decoder
+		// reads bodies in pieces of 64 KiB or more (proxy.minRead), so
+		// a larger buffer would only add a copy of every byte.
+		ReadBufferSize:  64 << 10,
+		WriteBufferSize: 64 << 10,
 	}
 }
 

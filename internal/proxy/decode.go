@@ -58,7 +58,7 @@ func (e *Engine) decodeRange(ctx context.Context, rr rangeRead, sink rangeSink) 
 	m := rr.m
 	learn := m == nil && fe.Chunks.Start == 0 && rr.from == 0
 	var leaves []merklehash.Leaf
-	cs := &chunkStream{r: body}
+	cs := &chunkStream{r: body, ahead: true}
 	defer cs.release()
 	var scratch *[]byte
 	defer func() {

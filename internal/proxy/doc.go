@@ -49,7 +49,10 @@
 // back-pressure). The fetch the reader waits for is always started and
 // always gets memory, so the budget bounds read-ahead but can never
 // deadlock the stream; the overshoot is the few chunks (at most 5) the
-// reader is waiting for.
+// reader is waiting for. Each running fetch reads its body through one
+// pooled 256 KiB buffer, in pieces of 64 KiB or more, and decodes the
+// compressed payloads where they lie in it (chunks.go); the reader writes
+// the chunk buffers themselves to the client (WriteTo).
 // Memory does not depend on the file size: blocks are planned one ahead,
 // and a block's buffers are freed as its bytes are written. (A file whose
 // terms reuse one xorb range far apart holds that range's chunks until

@@ -234,45 +234,44 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 
 	info := infoFrom(r.Context())
 	rc := http.NewResponseController(w)
-	var written int64
+	cw := &clientWriter{w: w, rc: rc, stall: s.cfg.StallTimeout, left: sp.length}
 	defer func() {
-		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written))
+		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(cw.written))
 		if dl != nil {
-			dl.written = written
+			dl.written = cw.written
 		}
 	}()
-	for {
-		if n > 0 {
-			if n64 := int64(n); written+n64 > sp.length {
-				rerr = errors.New("engine returned more bytes than asked")
-				n = int(sp.length - written)
-			}
-			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
-			m, werr := w.Write(buf[:n])
-			written += int64(m)
-			if werr != nil {
-				reason := "client"
-				if errors.Is(werr, os.ErrDeadlineExceeded) {
-					reason, werr = "stall", fmt.Errorf("%w: %w", errStalled, werr)
-				} else {
-					info.status = StatusClientClosedRequest
-				}
-				s.abort(r, info, reason, werr)
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			reason := "upstream"
-			if r.Context().Err() != nil {
-				reason = "client"
-				info.status = StatusClientClosedRequest
-			}
-			s.abort(r, info, reason, rerr)
-		}
-		n, rerr = body.Read(buf)
+	// The bytes read above, then the rest: from the engine's chunk
+	// buffers straight to the client when the body writes itself
+	// (io.WriterTo), else through buf.
+	_, werr := cw.Write(buf[:n])
+	switch {
+	case cw.err != nil: // the client failed
+	case werr != nil:
+		rerr = werr // errExcess
+	case rerr == nil:
+		_, rerr = io.CopyBuffer(cw, body, buf)
+	case rerr == io.EOF:
+		rerr = nil
 	}
+	if werr := cw.err; werr != nil {
+		reason := "client"
+		if errors.Is(werr, os.ErrDeadlineExceeded) {
+			reason, werr = "stall", fmt.Errorf("%w: %w", errStalled, werr)
+		} else {
+			info.status = StatusClientClosedRequest
+		}
+		s.abort(r, info, reason, werr)
+	}
+	if rerr != nil {
+		reason := "upstream"
+		if r.Context().Err() != nil {
+			reason = "client"
+			info.status = StatusClientClosedRequest
+		}
+		s.abort(r, info, reason, rerr)
+	}
+	written := cw.written
 	if written != sp.length {
 		s.abort(r, info, "upstream", fmt.Errorf("engine ended after %d of %d bytes", written, sp.length))
 	}

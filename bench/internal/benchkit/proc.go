@@ -167,22 +167,52 @@ func (p *Proxy) Stop() int64 {
 
 // CPUSeconds reads utime+stime of pid from /proc/PID/stat; 0 if unreadable.
 func CPUSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
+	u := ReadUsage(pid)
+	return u.User + u.System
+}
+
+// Usage is what a process has used so far: CPU seconds in user space and
+// in the kernel (/proc/PID/stat), and read and write system calls
+// (/proc/PID/io). Zero where unreadable.
+type Usage struct {
+	User, System  float64
+	Reads, Writes int64
+}
+
+// Sub is u - v.
+func (u Usage) Sub(v Usage) Usage {
+	return Usage{u.User - v.User, u.System - v.System, u.Reads - v.Reads, u.Writes - v.Writes}
+}
+
+// Usage reads the proxy's Usage.
+func (p *Proxy) Usage() Usage { return ReadUsage(p.cmd.Process.Pid) }
+
+// ReadUsage reads the Usage of pid.
+func ReadUsage(pid int) Usage {
+	var u Usage
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		// the command name (field 2) may hold spaces: count fields after ')'
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) >= 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14
+				st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
+				u.User, u.System = float64(ut)/clockTicks, float64(st)/clockTicks
+			}
+		}
 	}
-	// the command name (field 2) may hold spaces: count fields after ')'
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			k, v, _ := strings.Cut(l, ": ")
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			switch k {
+			case "syscr":
+				u.Reads = n
+			case "syscw":
+				u.Writes = n
+			}
+		}
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14
-	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	return float64(ut+st) / clockTicks
+	return u
 }
 
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
