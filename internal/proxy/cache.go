@@ -162,6 +162,7 @@ func (e *Engine) cacheGet(ctx context.Context, x merklehash.Hash, lo, hi uint32)
 			e.stats.hitBytes.Add(uint64(len(ent.Data)))
 			return ent
 		}
+		ent.Release()
 		e.stats.getErrors.Add(1)
 		e.warn("cache: store answered a lookup wrongly", "err", err)
 	case errors.Is(err, cache.ErrNotFound):

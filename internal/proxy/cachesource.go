@@ -69,7 +69,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 	defer func() { s.releaseBytes(held) }()
 	since := s.e.fills.mark()
 	firstEnd := min(segmentEnd(fe.Chunks.Start), fe.Chunks.End)
-	first := s.e.cacheGet(s.ctx, fe.Xorb, fe.Chunks.Start, firstEnd)
+	first := s.cacheGet(fe.Xorb, fe.Chunks.Start, firstEnd)
 	firstStaged := false
 	if first == nil {
 		// Chunks that a completed fill left in staging (not proven yet,
@@ -122,7 +122,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				}
 				held = est
 			}
-			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+			if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, false, &held)
 				break lookup
@@ -135,7 +135,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			if s.e.staging != nil {
 				// A promotion Puts before it drops the staged copy: one
 				// that ran between the two lookups left it in the cache.
-				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
 					held = s.entryHold(held, ent)
 					err = s.fromEntry(f, tr, ent, src, m, false, &held)
 					break lookup
@@ -187,7 +187,7 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 		if err := s.acquire(f, int(k), 0); err != nil {
 			return err
 		}
-		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi)
 		if ent == nil {
 			if err := s.ctx.Err(); err != nil {
 				return err
@@ -203,6 +203,12 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 		return &IntegrityError{File: s.fileName(), Err: err}
 	}
 	return nil
+}
+
+// cacheGet is Engine.cacheGet for the stream's fetches, which give every
+// entry back (entryRef) and so may borrow their files (cache.WithLentFiles).
+func (s *stream) cacheGet(x merklehash.Hash, lo, hi uint32) *cache.Entry {
+	return s.e.cacheGet(s.mctx, x, lo, hi)
 }
 
 // stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
@@ -277,6 +283,12 @@ func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
 // until that chunk is consumed; *held is 0 then.
 func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool, held *int64) error {
 	base := f.blk.plan.Fetches[f.i].Chunks.Start
+	// ref holds the entry until its last delivered chunk is consumed; the
+	// entry goes back to the store (its lent file closed) on every path,
+	// refuted or not.
+	ref := &entryRef{ent: ent}
+	ref.n.Store(1)
+	defer ref.drop()
 	hashes := ent.Hashes
 	switch {
 	case m != nil && ent.Proven():
@@ -308,9 +320,6 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 			ent.MarkProven()
 		}
 	}
-	ref := &entryRef{ent: ent}
-	ref.n.Store(1)
-	defer ref.drop()
 	for c := ent.Start; c < ent.End; c++ {
 		var extra int64
 		if c == ent.End-1 && held != nil {
@@ -424,6 +433,10 @@ func (s *stream) deliverWith(f *fetch, tr *reconstruction.Tracker, k uint32, dat
 		if ref != nil {
 			ref.n.Add(1)
 			sl.ent = ref
+			// A chunk of an entry that lends its file can go to the
+			// socket from the file (sendfile) rather than from memory
+			// (WriteTo).
+			sl.file, sl.foff = ref.ent.ChunkFile(f.blk.plan.Fetches[f.i].Chunks.Start + k)
 		}
 	}
 	f.publish(int(k))

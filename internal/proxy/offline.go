@@ -251,7 +251,7 @@ func (cachedOnly) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from ui
 			return err
 		}
 		staged := false
-		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi)
 		if ent == nil && s.verify {
 			ent, staged = s.e.stagingGet(s.ctx, fe.Xorb, lo, hi), true
 		}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -234,44 +233,47 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 
 	info := infoFrom(r.Context())
 	rc := http.NewResponseController(w)
-	var written int64
+	out := &bodyWriter{w: w, rc: rc, stall: s.cfg.StallTimeout, left: sp.length}
 	defer func() {
-		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(written))
+		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(out.n))
 		if dl != nil {
-			dl.written = written
+			dl.written = out.n
 		}
 	}()
-	for {
-		if n > 0 {
-			if n64 := int64(n); written+n64 > sp.length {
-				rerr = errors.New("engine returned more bytes than asked")
-				n = int(sp.length - written)
+	if _, werr := out.Write(buf[:n]); werr == nil && rerr == nil {
+		if wt, ok := body.(io.WriterTo); ok {
+			// The engine writes straight to the answer; from a mapped
+			// cache file it may send without a copy (bodyWriter.ReadFrom).
+			if _, rerr = wt.WriteTo(out); rerr == nil {
+				rerr = io.EOF
 			}
-			_ = rc.SetWriteDeadline(time.Now().Add(s.cfg.StallTimeout))
-			m, werr := w.Write(buf[:n])
-			written += int64(m)
-			if werr != nil {
-				reason := "client"
-				if errors.Is(werr, os.ErrDeadlineExceeded) {
-					reason, werr = "stall", fmt.Errorf("%w: %w", errStalled, werr)
-				} else {
-					info.status = StatusClientClosedRequest
+		} else {
+			for rerr == nil && out.err == nil && !out.over {
+				if n, rerr = body.Read(buf); n > 0 {
+					_, _ = out.Write(buf[:n])
 				}
-				s.abort(r, info, reason, werr)
 			}
 		}
-		if rerr == io.EOF {
-			break
+	}
+	written := out.n
+	switch {
+	case out.err != nil:
+		reason := "client"
+		if errors.Is(out.err, errStalled) {
+			reason = "stall"
+		} else {
+			info.status = StatusClientClosedRequest
 		}
-		if rerr != nil {
-			reason := "upstream"
-			if r.Context().Err() != nil {
-				reason = "client"
-				info.status = StatusClientClosedRequest
-			}
-			s.abort(r, info, reason, rerr)
+		s.abort(r, info, reason, out.err)
+	case out.over:
+		s.abort(r, info, "upstream", errTooLong)
+	case rerr != io.EOF:
+		reason := "upstream"
+		if r.Context().Err() != nil {
+			reason = "client"
+			info.status = StatusClientClosedRequest
 		}
-		n, rerr = body.Read(buf)
+		s.abort(r, info, reason, rerr)
 	}
 	if written != sp.length {
 		s.abort(r, info, "upstream", fmt.Errorf("engine ended after %d of %d bytes", written, sp.length))
