@@ -56,6 +56,7 @@ func (s *stream) sendRun(rf io.ReaderFrom) (int, error) {
 	}
 	sent, err := rf.ReadFrom(&io.LimitedReader{R: file, N: int64(n)})
 	s.sentFile, s.sentPos = file, start+sent
+	s.e.stats.sentFromFile.Add(sent)
 	if err == nil && sent < int64(n) {
 		err = s.sendFailed(fmt.Errorf("cache file %s ended %d bytes early", file.Name(), int64(n)-sent))
 	}
