@@ -256,4 +256,3 @@ func TestCacheHitFileTruncatedWhileSent(t *testing.T) {
 	}
 	waitNoLentFiles(t)
 }
-
