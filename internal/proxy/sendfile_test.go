@@ -256,3 +256,64 @@ func TestCacheHitFileTruncatedWhileSent(t *testing.T) {
 	}
 	waitNoLentFiles(t)
 }
+
+// cuttingWriter collects what is written to it; before the first bytes
+// it is offered from a file, it cuts every cache file under dir to half.
+type cuttingWriter struct {
+	t   *testing.T
+	dir string
+	cut bool
+	buf bytes.Buffer
+}
+
+func (w *cuttingWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
+
+func (w *cuttingWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.cut {
+		w.cut = true
+		files, _ := filepath.Glob(filepath.Join(w.dir, "chunks-v2", "*", "*"))
+		for _, p := range files {
+			info, err := os.Stat(p)
+			if err != nil {
+				w.t.Fatal(err)
+			}
+			if err := os.Truncate(p, info.Size()/2); err != nil {
+				w.t.Fatal(err)
+			}
+		}
+	}
+	return w.buf.ReadFrom(r)
+}
+
+// A cache file cut short between its read (checked) and the send of its
+// bytes: the send comes up short and the stream fails, with only right
+// bytes before the failure.
+func TestCacheHitFileCutBeforeSendFailsStream(t *testing.T) {
+	dir := t.TempDir()
+	d := diskCache(t, dir, 1<<30)
+	e := cacheEnv(t, d)
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := randomData(54, 9<<20)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	readAll(t, e.eng, "", m, 0, -1)
+	flush(t, e.eng)
+
+	rc, err := e.eng.Open(context.Background(), "", m, 0, int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &cuttingWriter{t: t, dir: dir}
+	n, err := rc.(io.WriterTo).WriteTo(w)
+	rc.Close()
+	if !w.cut {
+		t.Fatal("premise: nothing was offered from a file")
+	}
+	if err == nil || !strings.Contains(err.Error(), "ended") {
+		t.Fatalf("WriteTo: %d bytes, err %v; want a send that came up short", n, err)
+	}
+	if got := w.buf.Bytes(); int64(len(got)) != n || n >= int64(len(data)) || !bytes.Equal(got, data[:n]) {
+		t.Fatalf("%d bytes written (%d counted) of %d; differ at %d", len(got), n, len(data), firstDiff(got, data))
+	}
+	waitNoLentFiles(t)
+}

@@ -244,7 +244,11 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		if wt, ok := body.(io.WriterTo); ok {
 			// The engine writes straight to the answer; from a mapped
 			// cache file it may send without a copy (bodyWriter.ReadFrom).
-			if _, rerr = wt.WriteTo(out); rerr == nil {
+			var dst io.Writer = out
+			if !sendsFiles(w) {
+				dst = writerOnly{out} // no sendfile to gain: write from memory
+			}
+			if _, rerr = wt.WriteTo(dst); rerr == nil {
 				rerr = io.EOF
 			}
 		} else {

@@ -99,3 +99,14 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	w.bytes += n
 	return n, err
 }
+
+// sendsFiles reports whether w, under the statusWriter, has a ReadFrom of
+// its own (net/http's HTTP/1 response writer: sendfile on plain TCP);
+// HTTP/2's has none, and would copy a file through a buffer.
+func sendsFiles(w http.ResponseWriter) bool {
+	if u, ok := w.(interface{ Unwrap() http.ResponseWriter }); ok {
+		w = u.Unwrap()
+	}
+	_, ok := w.(io.ReaderFrom)
+	return ok
+}
