@@ -21,8 +21,10 @@ import (
 const maxRun = 4 << 20
 
 // sendRun sends pending, and the bytes after it while they are ready and
-// lie next to it in the same file, to rf from the file. It returns how
-// many bytes it sent; those are consumed.
+// lie next to it in the same file, to rf from the file, and returns how
+// many bytes went out. The whole run is consumed first (its slots are
+// freed once it is sent); a run that does not all go out fails the
+// stream.
 func (s *stream) sendRun(rf io.ReaderFrom) (int, error) {
 	file, start := s.pendFile, s.pendFoff
 	n := len(s.pending)
