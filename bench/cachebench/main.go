@@ -55,6 +55,7 @@ func main() {
 	coldOnly := flag.Bool("cold-only", false, "run only the baselines and the two cold scenarios (no cache, filling an empty disk cache), each --runs times")
 	cacheRoot := flag.String("cache-root", "", "directory to put the cache directories in (default: a temporary directory)")
 	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the xetproxy processes (default: unset)")
+	flag.BoolVar(&hitOnly, "hit-only", false, "run only the Go static baseline, the cold fill and the warm (disk hit) runs")
 	flag.Parse()
 	if *memLimit != "" {
 		os.Setenv("GOMEMLIMIT", *memLimit)
@@ -96,6 +97,9 @@ func curlCPU(curl, url string, pid int) (benchkit.CurlResult, float64, error) {
 	}
 	return r, c / (float64(r.Size) / 1e9), nil
 }
+
+// hitOnly: see the --hit-only flag.
+var hitOnly bool
 
 func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldOnly bool, cacheRoot string) error {
 	curl, err := exec.LookPath("curl")
@@ -184,7 +188,7 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldO
 	}
 	logf("go static: %s", benchkit.MBps(benchkit.Median(goStatic.speed)))
 	var nginx *result
-	if ng, err := exec.LookPath("nginx"); err == nil {
+	if ng, err := exec.LookPath("nginx"); err == nil && !hitOnly {
 		url, stop, err := benchkit.StartNginx(ng, dir, www, "big.safetensors")
 		if err != nil {
 			logf("nginx: %v (skipped)", err)
@@ -228,33 +232,35 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldO
 	}
 
 	// cold without any cache, for comparison (what bench/proxy.sh measures)
-	p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
-	if err != nil {
-		return err
-	}
-	fh.ResetStats()
-	r, cpu, err := curlCPU(curl, p.URL+"/download/"+benchRepo+"/big.safetensors", p.PID())
-	if err != nil {
+	if !hitOnly {
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
+		if err != nil {
+			return err
+		}
+		fh.ResetStats()
+		r, cpu, err := curlCPU(curl, p.URL+"/download/"+benchRepo+"/big.safetensors", p.PID())
+		if err != nil {
+			p.Stop()
+			return err
+		}
+		results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.Speed}, size: r.Size,
+			xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
 		p.Stop()
-		return err
+		logf("cold without cache: %s", benchkit.MBps(r.Speed))
 	}
-	results = append(results, result{name: "xetproxy cold, no cache", speed: []float64{r.Speed}, size: r.Size,
-		xorbBytes: xorbBytes(fh), rss: p.Peak(), cpu: []float64{cpu}})
-	p.Stop()
-	logf("cold without cache: %s", benchkit.MBps(r.Speed))
 
 	cacheDir := filepath.Join(cacheRoot, "cache")
 	cacheArgs := []string{"--cache-dir", cacheDir, "--cache-size", strconv.FormatInt(3*size+(1<<30), 10)}
 	bigURL := "/download/" + benchRepo + "/big.safetensors"
 
 	// cold: a fresh server and an empty cache directory
-	p, err = benchkit.StartProxy(bin, hubURL, cacheArgs...)
+	p, err := benchkit.StartProxy(bin, hubURL, cacheArgs...)
 	if err != nil {
 		return err
 	}
 	fh.ResetStats()
 	c0 := benchkit.CPUSeconds(p.PID())
-	r, cpu, err = curlCPU(curl, p.URL+bigURL, p.PID())
+	r, cpu, err := curlCPU(curl, p.URL+bigURL, p.PID())
 	if err != nil {
 		p.Stop()
 		return err
@@ -292,6 +298,11 @@ func run(bin string, size, csize int64, runs, clients int, withS3, s3Only, coldO
 	}
 	warm.note = "sha256 verified"
 	results = append(results, warm)
+	if hitOnly {
+		p.Stop()
+		printReport(os.Stdout, results, base, bigSize)
+		return nil
+	}
 
 	// a new revision: a few edits and an insertion
 	fh.ResetStats()

@@ -367,7 +367,7 @@ func (d *Disk) Get(ctx context.Context, xorb merklehash.Hash, start, end uint32)
 		}
 		d.mu.Unlock()
 
-		e, err := d.read(it, k, start, end)
+		e, err := d.read(it, k, start, end, lendFiles(ctx))
 		switch {
 		case err == nil:
 			if refresh {
@@ -402,20 +402,28 @@ func (d *Disk) forget(it *item[diskItem]) bool {
 
 // read reads chunks [start, end) of it's file and notes where they came
 // from (see vouch.go): the file's identity when it is the same before and
-// after the read.
-func (d *Disk) read(it *item[diskItem], k Key, start, end uint32) (*Entry, error) {
+// after the read. With lend (WithLentFiles) the entry keeps the file open
+// (lent.go).
+func (d *Disk) read(it *item[diskItem], k Key, start, end uint32, lend bool) (*Entry, error) {
 	f, err := os.Open(d.path(k))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
+		f.Close()
 		return nil, err
 	}
-	e, err := readEntryPooled(f, info.Size(), k, start, end, true)
+	e, off, err := readEntryPooled(f, info.Size(), k, start, end, true)
 	if err != nil {
+		f.Close()
 		return nil, err
+	}
+	if lend {
+		e.lent = &lent{f: f, base: off}
+		lentFiles.Add(1)
+	} else {
+		defer f.Close()
 	}
 	before, ok := idOf(info)
 	if !ok {
@@ -704,5 +712,5 @@ func (d *Disk) readBack(ctx context.Context, k Key) (*Entry, error) {
 	if it == nil {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, k)
 	}
-	return d.read(it, stored, k.Start, k.End)
+	return d.read(it, stored, k.Start, k.End, false)
 }

@@ -177,18 +177,20 @@ func readAtFull(r io.ReaderAt, p []byte, off int64, k Key) error {
 // returns. Entries of at most wholeReadBytes, and whole-entry requests, take
 // one read; otherwise the header and the needed data are read separately.
 func readEntry(r io.ReaderAt, size int64, k Key, start, end uint32) (*Entry, error) {
-	return readEntryPooled(r, size, k, start, end, false)
+	e, _, err := readEntryPooled(r, size, k, start, end, false)
+	return e, err
 }
 
 // readEntryPooled is readEntry, reading a whole entry into a pooled buffer
-// when pool is set (see readbuf.go).
-func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool bool) (_ *Entry, err error) {
+// when pool is set (see readbuf.go); off is the offset in r of the
+// entry's first byte of data.
+func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool bool) (_ *Entry, off int64, err error) {
 	if start >= end || start < k.Start || end > k.End {
-		return nil, fmt.Errorf("%w: [%d, %d) outside %s", ErrInvalidRange, start, end, k)
+		return nil, 0, fmt.Errorf("%w: [%d, %d) outside %s", ErrInvalidRange, start, end, k)
 	}
 	hl := headerSize(k.Len())
 	if size < int64(hl) || size > int64(hl)+MaxEntryBytes {
-		return nil, corruptf(k, "stored size %d", size)
+		return nil, 0, corruptf(k, "stored size %d", size)
 	}
 	var (
 		h      *header
@@ -216,31 +218,44 @@ func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool b
 			buf = make([]byte, size)
 		}
 		if err := readAtFull(r, buf, 0, k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if h, err = parseHeader(buf[:hl:hl], k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if size != int64(hl)+int64(h.dataLen) {
-			return nil, corruptf(k, "stored size %d, header says %d", size, int64(hl)+int64(h.dataLen))
+			return nil, 0, corruptf(k, "stored size %d, header says %d", size, int64(hl)+int64(h.dataLen))
 		}
 		data = buf[hl+int(h.offsets[i]) : hl+int(h.offsets[j])]
 	} else {
 		hb := make([]byte, hl)
 		if err := readAtFull(r, hb, 0, k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if h, err = parseHeader(hb, k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		if size != int64(hl)+int64(h.dataLen) {
-			return nil, corruptf(k, "stored size %d, header says %d", size, int64(hl)+int64(h.dataLen))
+			return nil, 0, corruptf(k, "stored size %d, header says %d", size, int64(hl)+int64(h.dataLen))
 		}
 		data = make([]byte, h.offsets[j]-h.offsets[i])
 		if err := readAtFull(r, data, int64(hl)+int64(h.offsets[i]), k); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
+	e, err := entryFrom(h, data, k, start, end)
+	if err != nil {
+		return nil, 0, err
+	}
+	e.pooled = pooled
+	return e, int64(hl) + int64(h.offsets[i]), nil
+}
+
+// entryFrom returns the entry of chunks [start, end) of the entry named k,
+// whose checked header is h and whose data for those chunks is data, after
+// checking each chunk's CRC-32C. The entry's Data is data.
+func entryFrom(h *header, data []byte, k Key, start, end uint32) (*Entry, error) {
+	i, j := start-k.Start, end-k.Start
 	e := &Entry{
 		Xorb:    k.Xorb,
 		Start:   start,
@@ -248,7 +263,6 @@ func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool b
 		Offsets: make([]uint32, j-i+1),
 		Hashes:  make([]merklehash.Hash, j-i),
 		Data:    data[:len(data):len(data)],
-		pooled:  pooled,
 	}
 	base := h.offsets[i]
 	for c := i; c <= j; c++ {

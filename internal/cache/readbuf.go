@@ -33,8 +33,13 @@ func putReadBuf(p *[]byte) { readBufs.Put(p) }
 // Release gives e's buffer back to its store for reuse. The caller
 // promises that nothing references e.Data, or any slice of it, any more
 // and that it will not use e again; every other caller simply drops e.
-// It does nothing for entries whose memory a store does not lend.
+// It does nothing for entries whose memory a store does not lend; it
+// closes the file an entry lends (lent.go).
 func (e *Entry) Release() {
+	if l := e.lent; l != nil {
+		e.lent = nil
+		l.release()
+	}
 	if p := e.pooled; p != nil {
 		e.pooled, e.Data = nil, nil
 		putReadBuf(p)

@@ -153,6 +153,9 @@ type Entry struct {
 	// pooled is the read buffer Data lives in, if the store lent one
 	// (readbuf.go).
 	pooled *[]byte
+	// lent is the open file the entry was read from, if the store lent
+	// it (lent.go).
+	lent *lent
 }
 
 // Key returns the key naming e.

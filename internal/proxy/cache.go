@@ -91,6 +91,9 @@ type CacheStats struct {
 	// decoded chunk bytes behind them read from the cache or fetched
 	// from upstream.
 	XorbServed, XorbFromCache, XorbFromUpstream int64
+	// SentFromFile counts the bytes given to readers straight from cache
+	// files (sendfile.go), a part of ServedCache and ServedShared.
+	SentFromFile int64
 }
 
 type counters struct {
@@ -110,6 +113,7 @@ type counters struct {
 	// xorb ranges served to Xet clients (xetcas.go): bytes handed out,
 	// and decoded chunk bytes taken from the cache or from upstream
 	casServed, casFromCache, casFromUpstream atomic.Int64
+	sentFromFile                             atomic.Int64
 }
 
 // CacheStats returns the engine's cache counters.
@@ -126,6 +130,7 @@ func (e *Engine) CacheStats() CacheStats {
 		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(), AdoptedBytes: c.adopted.Load(),
 		ServedUnverified: c.unverified.Load(),
 		XorbServed:       c.casServed.Load(), XorbFromCache: c.casFromCache.Load(), XorbFromUpstream: c.casFromUpstream.Load(),
+		SentFromFile: c.sentFromFile.Load(),
 	}
 	if e.fillBudget != nil {
 		st.FillBufferUsed, _ = e.fillBudget.stats()
@@ -164,6 +169,7 @@ func (e *Engine) cacheGet(ctx context.Context, x merklehash.Hash, lo, hi uint32)
 			e.stats.hitBytes.Add(uint64(len(ent.Data)))
 			return ent
 		}
+		ent.Release()
 		e.stats.getErrors.Add(1)
 		e.warn("cache: store answered a lookup wrongly", "err", err)
 	case errors.Is(err, cache.ErrNotFound):

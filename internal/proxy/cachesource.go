@@ -117,7 +117,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				}
 				hi = lo + uint32(held/xorbTargetChunk)
 			}
-			if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+			if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
 				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, false, &held)
 				break lookup
@@ -130,7 +130,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			if s.e.staging != nil {
 				// A promotion Puts before it drops the staged copy: one
 				// that ran between the two lookups left it in the cache.
-				if ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+				if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
 					held = s.entryHold(held, ent)
 					err = s.fromEntry(f, tr, ent, src, m, false, &held)
 					break lookup
@@ -187,7 +187,7 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 		if err := s.acquire(f, int(k), held); err != nil {
 			return err
 		}
-		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi)
 		if ent == nil {
 			s.releaseBytes(held)
 			if err := s.ctx.Err(); err != nil {
@@ -218,6 +218,12 @@ const urgentPiece = 2 * (waitBatch + 1)
 func (e *Engine) mayHave(ctx context.Context, x merklehash.Hash, lo, hi uint32) bool {
 	return cache.MayHave(ctx, e.cache, x, lo, hi) ||
 		(e.staging != nil && cache.MayHave(ctx, e.staging, x, lo, hi))
+}
+
+// cacheGet is Engine.cacheGet for the stream's fetches, which give every
+// entry back (entryRef) and so may borrow their files (cache.WithLentFiles).
+func (s *stream) cacheGet(x merklehash.Hash, lo, hi uint32) *cache.Entry {
+	return s.e.cacheGet(s.mctx, x, lo, hi)
 }
 
 // stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
@@ -297,6 +303,12 @@ func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
 // until that chunk is consumed; *held is 0 then.
 func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entry, src source, m *cache.Manifest, staged bool, held *int64) error {
 	base := f.blk.plan.Fetches[f.i].Chunks.Start
+	// ref holds the entry until its last delivered chunk is consumed; the
+	// entry goes back to the store (its lent file closed) on every path,
+	// refuted or not.
+	ref := &entryRef{ent: ent}
+	ref.n.Store(1)
+	defer ref.drop()
 	hashes := ent.Hashes
 	switch {
 	case m != nil && ent.Proven():
@@ -328,9 +340,6 @@ func (s *stream) fromEntry(f *fetch, tr *reconstruction.Tracker, ent *cache.Entr
 			ent.MarkProven()
 		}
 	}
-	ref := &entryRef{ent: ent}
-	ref.n.Store(1)
-	defer ref.drop()
 	for c := ent.Start; c < ent.End; c++ {
 		var extra int64
 		if c == ent.End-1 && held != nil {
@@ -456,6 +465,12 @@ func (s *stream) deliverWith(f *fetch, tr *reconstruction.Tracker, k uint32, dat
 		if ref != nil {
 			ref.n.Add(1)
 			sl.ent = ref
+			// A chunk of an entry that lends its file can go to the
+			// socket from the file (sendfile) rather than from memory
+			// (WriteTo).
+			if ref.ent != nil {
+				sl.file, sl.foff = ref.ent.ChunkFile(f.blk.plan.Fetches[f.i].Chunks.Start + k)
+			}
 		}
 	}
 	f.publish(int(k))

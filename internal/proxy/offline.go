@@ -254,7 +254,7 @@ func (cachedOnly) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from ui
 		}
 		hi = lo + uint32(held/xorbTargetChunk)
 		staged := false
-		ent := s.e.cacheGet(s.ctx, fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi)
 		if ent == nil && s.verify {
 			ent, staged = s.e.stagingGet(s.ctx, fe.Xorb, lo, hi), true
 		}

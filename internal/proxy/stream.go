@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -40,6 +41,7 @@ type stream struct {
 	e      *Engine
 	id     uint64 // unique in the engine
 	ctx    context.Context
+	mctx   context.Context // ctx, for cache look-ups that may lend files (cache.WithLentFiles)
 	cancel context.CancelFunc
 	g      *errgroup.Group
 	auth   casclient.Auth
@@ -71,8 +73,13 @@ type stream struct {
 	pending  []byte // bytes handed out but not consumed yet
 	pendSlot *slot  // slot to free once pending is consumed
 	pendF    *fetch
-	pendSrc  source // where pending came from
-	pendOK   bool   // pending is proven (a manifest, or the whole-file check)
+	pendSrc  source   // where pending came from
+	pendOK   bool     // pending is proven (a manifest, or the whole-file check)
+	pendFile *os.File // the cache file pending was read from, at pendFoff, if it may be sent from there
+	pendFoff int64
+	unsent   *[]*slot // consumed slots of a run not sent yet (sendRun), freed after
+	sentFile *os.File // the file sendRun last sent from, whose read position is sentPos
+	sentPos  int64
 	written  uint64
 	builder  merklehash.Builder
 	verified bool  // the file hash checked (verifyTail)
@@ -128,7 +135,9 @@ type slot struct {
 	data    []byte    // the chunk; nil when no piece writes from it, or freed
 	pooled  *[]byte   // the pool buffer data lives in (nil: data is a cache entry's or a fill's)
 	ent     *entryRef // the cache entry data lives in, if it lends its memory
-	cost    int64     // budget bytes held for data
+	file    *os.File  // the cache file data was read from, at foff, if its entry lends it
+	foff    int64
+	cost    int64 // budget bytes held for data
 	size    uint32
 	lastUse int // last piece writing from it, -1 for none
 	hash    merklehash.Hash
@@ -158,7 +167,7 @@ func (e *Engine) openXet(ctx context.Context, token string, meta *hub.FileMeta, 
 func (e *Engine) newStream(sctx context.Context, cancel context.CancelFunc, auth casclient.Auth, memoKey string, file merklehash.Hash, offset, length uint64, whole bool) *stream {
 	g, gctx := errgroup.WithContext(sctx)
 	return &stream{
-		e: e, id: e.streams.Add(1), ctx: gctx, cancel: cancel, g: g,
+		e: e, id: e.streams.Add(1), ctx: gctx, mctx: cache.WithLentFiles(gctx), cancel: cancel, g: g,
 		auth:    auth,
 		memoKey: memoKey,
 		file:    file,
@@ -527,8 +536,11 @@ func (s *stream) Read(p []byte) (int, error) {
 }
 
 // WriteTo implements io.WriterTo: the bytes go from the chunk buffers to w
-// without another copy.
+// without another copy, and bytes of a cache file the entry lends go from
+// the file (w's ReadFrom: net/http's response writer sends them with
+// sendfile).
 func (s *stream) WriteTo(w io.Writer) (int64, error) {
+	rf, _ := w.(io.ReaderFrom)
 	var total int64
 	for {
 		if len(s.pending) == 0 {
@@ -538,6 +550,14 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 				}
 				return total, err
 			}
+		}
+		if s.pendFile != nil && rf != nil {
+			n, err := s.sendRun(rf) // consumes what it sends
+			total += int64(n)
+			if err != nil {
+				return total, err
+			}
+			continue
 		}
 		n, err := w.Write(s.pending)
 		total += int64(n)
@@ -550,6 +570,7 @@ func (s *stream) WriteTo(w io.Writer) (int64, error) {
 
 func (s *stream) consume(n int) {
 	s.pending = s.pending[n:]
+	s.pendFoff += int64(n)
 	s.written += uint64(n)
 	s.sources[s.pendSrc].Add(int64(n))
 	s.e.stats.served[s.pendSrc].Add(int64(n))
@@ -557,7 +578,11 @@ func (s *stream) consume(n int) {
 		s.e.stats.unverified.Add(int64(n))
 	}
 	if len(s.pending) == 0 && s.pendSlot != nil {
-		s.free(s.pendSlot)
+		if s.unsent != nil {
+			*s.unsent = append(*s.unsent, s.pendSlot) // freed once sent (sendRun)
+		} else {
+			s.free(s.pendSlot)
+		}
 		s.pendSlot = nil
 	}
 }
@@ -640,6 +665,7 @@ func (s *stream) step() error {
 				}
 			}
 			s.pending = sl.data[lo:hi]
+			s.pendFile, s.pendFoff = sl.file, sl.foff+int64(lo)
 			s.pendSrc = sl.src
 			s.pendOK = s.verify || sl.proven
 			if last {
@@ -763,7 +789,7 @@ func (s *stream) free(sl *slot) {
 		if sl.ent != nil {
 			sl.ent.drop()
 		}
-		sl.data, sl.pooled, sl.ent, sl.cost = nil, nil, nil, 0
+		sl.data, sl.pooled, sl.ent, sl.file, sl.cost = nil, nil, nil, nil, 0
 	}
 }
 
@@ -771,7 +797,7 @@ func (s *stream) free(sl *slot) {
 func (s *stream) freeFetch(f *fetch) {
 	n := f.delivered.Load()
 	for i := range n {
-		if sl := &f.slots[i]; sl != s.pendSlot {
+		if sl := &f.slots[i]; sl != s.pendSlot && !s.isUnsent(sl) {
 			s.free(sl)
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -234,36 +233,45 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 
 	info := infoFrom(r.Context())
 	rc := http.NewResponseController(w)
-	cw := &clientWriter{w: w, rc: rc, stall: s.cfg.StallTimeout, left: sp.length}
+	out := &bodyWriter{w: w, rc: rc, stall: s.cfg.StallTimeout, left: sp.length}
 	defer func() {
-		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(cw.written))
+		s.metrics.servedBytes.WithLabelValues(info.route).Add(float64(out.n))
 		if dl != nil {
-			dl.written = cw.written
+			dl.written = out.n
 		}
 	}()
-	// The bytes read above, then the rest: from the engine's chunk
-	// buffers straight to the client when the body writes itself
-	// (io.WriterTo), else through buf.
-	_, werr := cw.Write(buf[:n])
-	switch {
-	case cw.err != nil: // the client failed
-	case werr != nil:
-		rerr = werr // errExcess
-	case rerr == nil:
-		_, rerr = io.CopyBuffer(cw, body, buf)
-	case rerr == io.EOF:
-		rerr = nil
+	if _, werr := out.Write(buf[:n]); werr == nil && rerr == nil {
+		if wt, ok := body.(io.WriterTo); ok {
+			// The engine writes straight to the answer; from a mapped
+			// cache file it may send without a copy (bodyWriter.ReadFrom).
+			var dst io.Writer = out
+			if !sendsFiles(w) {
+				dst = writerOnly{out} // no sendfile to gain: write from memory
+			}
+			if _, rerr = wt.WriteTo(dst); rerr == nil {
+				rerr = io.EOF
+			}
+		} else {
+			for rerr == nil && out.err == nil && !out.over {
+				if n, rerr = body.Read(buf); n > 0 {
+					_, _ = out.Write(buf[:n])
+				}
+			}
+		}
 	}
-	if werr := cw.err; werr != nil {
+	written := out.n
+	switch {
+	case out.err != nil:
 		reason := "client"
-		if errors.Is(werr, os.ErrDeadlineExceeded) {
-			reason, werr = "stall", fmt.Errorf("%w: %w", errStalled, werr)
+		if errors.Is(out.err, errStalled) {
+			reason = "stall"
 		} else {
 			info.status = StatusClientClosedRequest
 		}
-		s.abort(r, info, reason, werr)
-	}
-	if rerr != nil {
+		s.abort(r, info, reason, out.err)
+	case out.over:
+		s.abort(r, info, "upstream", errTooLong)
+	case rerr != io.EOF:
 		reason := "upstream"
 		if r.Context().Err() != nil {
 			reason = "client"
@@ -271,7 +279,6 @@ func (s *Server) deliver(w http.ResponseWriter, r *http.Request, d *download, to
 		}
 		s.abort(r, info, reason, rerr)
 	}
-	written := cw.written
 	if written != sp.length {
 		s.abort(r, info, "upstream", fmt.Errorf("engine ended after %d of %d bytes", written, sp.length))
 	}

@@ -17,16 +17,16 @@ import (
 // A client that stops reading fails the writes after the stall timeout,
 // with a deadline error (the download is then aborted as "stall"), instead
 // of blocking the handler for ever.
-func TestClientWriterStalledClient(t *testing.T) {
+func TestBodyWriterStalledClient(t *testing.T) {
 	errc := make(chan error, 1)
 	var written int64
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &clientWriter{w: w, rc: http.NewResponseController(w), stall: 200 * time.Millisecond, left: 1 << 40}
+		cw := &bodyWriter{w: w, rc: http.NewResponseController(w), stall: 200 * time.Millisecond, left: 1 << 40}
 		w.WriteHeader(http.StatusOK)
 		chunk := make([]byte, 64<<10)
 		for {
 			if _, err := cw.Write(chunk); err != nil {
-				written = cw.written
+				written = cw.n
 				errc <- err
 				return
 			}
@@ -58,8 +58,8 @@ func TestClientWriterStalledClient(t *testing.T) {
 }
 
 // More bytes than the response announced: the allowed ones go out, then
-// errExcess (an upstream failure), and nothing after.
-func TestClientWriterExcess(t *testing.T) {
+// errTooLong (an upstream failure), and nothing after.
+func TestBodyWriterExcess(t *testing.T) {
 	type result struct {
 		n1, n2  int
 		e1, e2  error
@@ -67,11 +67,11 @@ func TestClientWriterExcess(t *testing.T) {
 	}
 	rc := make(chan result, 1)
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &clientWriter{w: w, rc: http.NewResponseController(w), stall: time.Minute, left: 5}
+		cw := &bodyWriter{w: w, rc: http.NewResponseController(w), stall: time.Minute, left: 5}
 		var res result
 		res.n1, res.e1 = cw.Write([]byte("abc"))
 		res.n2, res.e2 = cw.Write([]byte("defgh"))
-		res.written = cw.written
+		res.written = cw.n
 		rc <- res
 	}))
 	defer ts.Close()
@@ -82,7 +82,7 @@ func TestClientWriterExcess(t *testing.T) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	res := <-rc
-	if res.n1 != 3 || res.e1 != nil || res.n2 != 2 || res.e2 != errExcess || res.written != 5 {
+	if res.n1 != 3 || res.e1 != nil || res.n2 != 2 || res.e2 != errTooLong || res.written != 5 {
 		t.Fatalf("writes %d %v, %d %v, written %d", res.n1, res.e1, res.n2, res.e2, res.written)
 	}
 	if string(body) != "abcde" {
