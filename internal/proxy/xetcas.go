@@ -303,7 +303,7 @@ func (xr *xorbReader) advance() error {
 	if xr.src.Layout == LayoutRecords && xr.body == nil && xr.e.cache != nil {
 		if xr.ent == nil || xr.c >= xr.ent.End {
 			hi := min(segmentEnd(xr.c), rg.Chunks.End)
-			xr.ent = xr.e.cacheGet(xr.ctx, xr.src.Xorb, xr.c, hi)
+			xr.ent = xr.e.cacheGet(xr.ctx, xr.src.Xorb, xr.c, hi, 0)
 		}
 		if xr.ent != nil {
 			data := xr.ent.Chunk(xr.c)
