@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/merklehash"
+	"github.com/xetproxy/xetproxy/internal/reconstruction"
+	"github.com/xetproxy/xetproxy/internal/xorb"
+)
+
+// xetEnv is an engine with a cache that has read one file whole (so the
+// cache holds its chunks and the engine its xorbs' manifests), and the
+// reconstruction a Xet client gets for that file.
+type xetEnv struct {
+	*testEnv
+	data []byte
+	ans  *CASAnswer
+	// ref is the served bytes of every range of ans, read one at a
+	// time and checked by rebuilding the file from them.
+	ref map[xorbRangeKey][]byte
+}
+
+type xorbRangeKey struct {
+	fetch, rng int
+}
+
+func newXetEnv(t *testing.T, limit int64) *xetEnv {
+	t.Helper()
+	e := newEnv(t, fakehub.Config{MaxXorbBytes: 1 << 20}, func(c *Config) {
+		c.Cache = memCache(t, 1<<30)
+		c.BlockSize = 64 << 20 // whole xorbs per fetch: their manifests are learnt
+		c.MaxBuffer = limit
+	})
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := mixed(43, 6<<20)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	if got, err := e.read(context.Background(), "", m, 0, -1); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("warming read: %v (equal %v)", err, bytes.Equal(got, data))
+	}
+	// Fills outlive the read: their last segments and manifests come
+	// after it.
+	for deadline := time.Now().Add(20 * time.Second); fillsInFlight(e) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the fills of the warming read never ended")
+		}
+	}
+	ctx := context.Background()
+	tok, err := e.eng.XetReadToken(ctx, "", repoM, "main")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := e.eng.CASReconstruct(ctx, UpstreamCAS{URL: tok.CASURL, Token: tok.AccessToken}, *m.XetHash, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &xetEnv{testEnv: e, data: data, ans: ans, ref: map[xorbRangeKey][]byte{}}
+	chunks := map[merklehash.Hash]map[uint32][]byte{}
+	for i, f := range ans.Fetches {
+		if f.Layout != LayoutRecords {
+			t.Fatalf("fetch %d of xorb %s (%+v, manifest %v) is not served from the cache: the test tests nothing", i, f.Xorb, f.Ranges, e.eng.manifest(ctx, f.Xorb))
+		}
+		for j, rg := range f.Ranges {
+			b, err := x.readRange(ctx, i, j, rg.Served)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x.ref[xorbRangeKey{i, j}] = b
+			if chunks[f.Xorb] == nil {
+				chunks[f.Xorb] = map[uint32][]byte{}
+			}
+			if err := splitRecords(b, rg.Chunks.Start, chunks[f.Xorb]); err != nil {
+				t.Fatalf("fetch %d range %d: %v", i, j, err)
+			}
+		}
+	}
+	var got []byte
+	for _, term := range ans.Terms {
+		for c := term.Range.Start; c < term.Range.End; c++ {
+			got = append(got, chunks[term.Hash][c]...)
+		}
+	}
+	if got = got[min(uint64(len(got)), ans.OffsetIntoFirstRange):]; !bytes.Equal(got, data) {
+		t.Fatalf("the served records rebuild %d bytes, not the file's %d", len(got), len(data))
+	}
+	return x
+}
+
+// resetPeak forgets b's peak so far.
+func resetPeak(b *budget) {
+	b.mu.Lock()
+	b.peak = b.used
+	b.mu.Unlock()
+}
+
+func fillsInFlight(e *testEnv) int64 { return e.eng.CacheStats().FillsInFlight }
+
+// readRange reads window w of range j of fetch i.
+func (x *xetEnv) readRange(ctx context.Context, i, j int, w reconstruction.ByteRange) ([]byte, error) {
+	f := x.ans.Fetches[i]
+	rc, err := x.eng.OpenXorbRange(ctx, XorbRange{Xorb: f.Xorb, UpstreamURL: f.UpstreamURL, Layout: f.Layout, Range: f.Ranges[j]}, w)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// readPrefix reads the first n bytes of window w of range j of fetch i,
+// and closes the reader there.
+func (x *xetEnv) readPrefix(i, j int, w reconstruction.ByteRange, n int) ([]byte, error) {
+	f := x.ans.Fetches[i]
+	rc, err := x.eng.OpenXorbRange(context.Background(), XorbRange{Xorb: f.Xorb, UpstreamURL: f.UpstreamURL, Layout: f.Layout, Range: f.Ranges[j]}, w)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b := make([]byte, n)
+	_, err = io.ReadFull(rc, b)
+	return b, err
+}
+
+// splitRecords puts the chunks of uncompressed records b, the first
+// being chunk first, in into.
+func splitRecords(b []byte, first uint32, into map[uint32][]byte) error {
+	for c := first; len(b) > 0; c++ {
+		h, err := xorb.ParseHeader(b)
+		if err != nil {
+			return err
+		}
+		if h.Scheme != xorb.SchemeNone {
+			return fmt.Errorf("chunk %d: scheme %v, want none", c, h.Scheme)
+		}
+		n := xorb.HeaderSize + int(h.CompressedLen)
+		if n > len(b) {
+			return fmt.Errorf("chunk %d: truncated record", c)
+		}
+		into[c] = b[xorb.HeaderSize:n]
+		b = b[n:]
+	}
+	return nil
+}
+
+// Xet clients reading xorb ranges from the cache read no entry before
+// charging the budget for it, and the budget is empty once they are done.
+func TestXorbRangesChargeCacheEntriesBeforeReading(t *testing.T) {
+	x := newXetEnv(t, 64<<20)
+	if n := x.eng.stats.unchargedReads.Load(); n != 0 {
+		t.Fatalf("%d cache entries read before they were charged", n)
+	}
+	if st := x.eng.CacheStats(); st.XorbFromCache == 0 || st.XorbFromUpstream != 0 {
+		t.Fatalf("stats %+v: want xorb bytes from the cache only, or the test tests nothing", st)
+	}
+	if used, _ := x.eng.budget.stats(); used != 0 {
+		t.Errorf("budget holds %d bytes after the reads", used)
+	}
+}
+
+// Many Xet clients at once, with a budget of a few chunks: every request
+// completes with its exact bytes (no one waits for ever), the budget never
+// goes past its limit, and it is empty afterwards. Half the requests cut
+// their range to a window; some close after a few records.
+func TestXorbRangesWithinATinyBudget(t *testing.T) {
+	const limit = 1 << 20 // the decoder's buffers and a few chunks
+	x := newXetEnv(t, limit)
+	type req struct {
+		i, j int
+		w    reconstruction.ByteRange
+	}
+	var reqs []req
+	for i, f := range x.ans.Fetches {
+		for j, rg := range f.Ranges {
+			for k := range 6 {
+				w := rg.Served
+				if k%2 == 1 { // an unaligned window inside the range
+					n := w.End - w.Start + 1
+					w = reconstruction.ByteRange{Start: w.Start + n/(3+uint64(k)), End: w.End - n/(4+uint64(k))}
+				}
+				reqs = append(reqs, req{i, j, w})
+			}
+		}
+	}
+	if len(reqs) < 24 {
+		t.Fatalf("%d requests: want many", len(reqs))
+	}
+	resetPeak(x.eng.budget) // the warming read's is not these requests'
+	var wg sync.WaitGroup
+	errs := make(chan error, len(reqs))
+	for n, r := range reqs {
+		wg.Go(func() {
+			rg := x.ans.Fetches[r.i].Ranges[r.j].Served
+			want := x.ref[xorbRangeKey{r.i, r.j}][r.w.Start-rg.Start : r.w.End-rg.Start+1]
+			var got []byte
+			var err error
+			if n%6 == 4 { // closes after a few records
+				want = want[:min(len(want), 3*xorbTargetChunk)]
+				got, err = x.readPrefix(r.i, r.j, r.w, len(want))
+			} else {
+				got, err = x.readRange(t.Context(), r.i, r.j, r.w)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got, want) {
+				errs <- fmt.Errorf("request %d (fetch %d range %d, %d-%d): bytes differ", n, r.i, r.j, r.w.Start, r.w.End)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	if err := errors.Join(all...); err != nil {
+		t.Fatal(err)
+	}
+	if n := x.eng.stats.unchargedReads.Load(); n != 0 {
+		t.Errorf("%d cache entries read before they were charged", n)
+	}
+	used, peak := x.eng.budget.stats()
+	if used != 0 {
+		t.Errorf("budget holds %d bytes after the reads", used)
+	}
+	if peak > limit {
+		t.Errorf("budget peaked at %d, past its limit %d", peak, limit)
+	}
+}
