@@ -16,9 +16,11 @@ import (
 	"github.com/xetproxy/xetproxy/internal/xorb"
 )
 
-// xetEnv is an engine with a cache that has read one file whole (so the
-// cache holds its chunks and the engine its xorbs' manifests), and the
-// reconstruction a Xet client gets for that file.
+// xetEnv is an engine with a cache and the reconstruction a Xet client
+// gets for one file: warm, the engine has read the file whole first (the
+// cache holds its chunks and the engine its xorbs' manifests, so every
+// range is served as records from the cache); cold, it has not (every
+// range is served as upstream stores it).
 type xetEnv struct {
 	*testEnv
 	data []byte
@@ -32,7 +34,7 @@ type xorbRangeKey struct {
 	fetch, rng int
 }
 
-func newXetEnv(t *testing.T, limit int64) *xetEnv {
+func newXetEnv(t *testing.T, limit int64, warm bool) *xetEnv {
 	t.Helper()
 	e := newEnv(t, fakehub.Config{MaxXorbBytes: 1 << 20}, func(c *Config) {
 		c.Cache = memCache(t, 1<<30)
@@ -43,14 +45,16 @@ func newXetEnv(t *testing.T, limit int64) *xetEnv {
 	data := mixed(43, 6<<20)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
-	if got, err := e.read(context.Background(), "", m, 0, -1); err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("warming read: %v (equal %v)", err, bytes.Equal(got, data))
-	}
-	// Fills outlive the read: their last segments and manifests come
-	// after it.
-	for deadline := time.Now().Add(20 * time.Second); fillsInFlight(e) > 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the fills of the warming read never ended")
+	if warm {
+		if got, err := e.read(context.Background(), "", m, 0, -1); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("warming read: %v (equal %v)", err, bytes.Equal(got, data))
+		}
+		// Fills outlive the read: their last segments and manifests
+		// come after it.
+		for deadline := time.Now().Add(20 * time.Second); fillsInFlight(e) > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the fills of the warming read never ended")
+			}
 		}
 	}
 	ctx := context.Background()
@@ -65,8 +69,8 @@ func newXetEnv(t *testing.T, limit int64) *xetEnv {
 	x := &xetEnv{testEnv: e, data: data, ans: ans, ref: map[xorbRangeKey][]byte{}}
 	chunks := map[merklehash.Hash]map[uint32][]byte{}
 	for i, f := range ans.Fetches {
-		if f.Layout != LayoutRecords {
-			t.Fatalf("fetch %d of xorb %s (%+v, manifest %v) is not served from the cache: the test tests nothing", i, f.Xorb, f.Ranges, e.eng.manifest(ctx, f.Xorb))
+		if want := map[bool]Layout{true: LayoutRecords, false: LayoutUpstream}[warm]; f.Layout != want {
+			t.Fatalf("fetch %d of xorb %s has layout %d, want %d: the test tests nothing", i, f.Xorb, f.Layout, want)
 		}
 		for j, rg := range f.Ranges {
 			b, err := x.readRange(ctx, i, j, rg.Served)
@@ -77,7 +81,7 @@ func newXetEnv(t *testing.T, limit int64) *xetEnv {
 			if chunks[f.Xorb] == nil {
 				chunks[f.Xorb] = map[uint32][]byte{}
 			}
-			if err := splitRecords(b, rg.Chunks.Start, chunks[f.Xorb]); err != nil {
+			if err := decodeRecords(b, rg.Chunks.Start, chunks[f.Xorb]); err != nil {
 				t.Fatalf("fetch %d range %d: %v", i, j, err)
 			}
 		}
@@ -128,31 +132,26 @@ func (x *xetEnv) readPrefix(i, j int, w reconstruction.ByteRange, n int) ([]byte
 	return b, err
 }
 
-// splitRecords puts the chunks of uncompressed records b, the first
-// being chunk first, in into.
-func splitRecords(b []byte, first uint32, into map[uint32][]byte) error {
-	for c := first; len(b) > 0; c++ {
-		h, err := xorb.ParseHeader(b)
+// decodeRecords decodes the chunk records b, the first being chunk
+// first, into into.
+func decodeRecords(b []byte, first uint32, into map[uint32][]byte) error {
+	d := xorb.NewDecoder(bytes.NewReader(b))
+	for c := first; ; c++ {
+		chunk, err := d.Next()
+		if err == io.EOF {
+			return nil
+		}
 		if err != nil {
-			return err
+			return fmt.Errorf("chunk %d: %w", c, err)
 		}
-		if h.Scheme != xorb.SchemeNone {
-			return fmt.Errorf("chunk %d: scheme %v, want none", c, h.Scheme)
-		}
-		n := xorb.HeaderSize + int(h.CompressedLen)
-		if n > len(b) {
-			return fmt.Errorf("chunk %d: truncated record", c)
-		}
-		into[c] = b[xorb.HeaderSize:n]
-		b = b[n:]
+		into[c] = bytes.Clone(chunk)
 	}
-	return nil
 }
 
 // Xet clients reading xorb ranges from the cache read no entry before
 // charging the budget for it, and the budget is empty once they are done.
 func TestXorbRangesChargeCacheEntriesBeforeReading(t *testing.T) {
-	x := newXetEnv(t, 64<<20)
+	x := newXetEnv(t, 64<<20, true)
 	if n := x.eng.stats.unchargedReads.Load(); n != 0 {
 		t.Fatalf("%d cache entries read before they were charged", n)
 	}
@@ -164,13 +163,23 @@ func TestXorbRangesChargeCacheEntriesBeforeReading(t *testing.T) {
 	}
 }
 
-// Many Xet clients at once, with a budget of a few chunks: every request
-// completes with its exact bytes (no one waits for ever), the budget never
-// goes past its limit, and it is empty afterwards. Half the requests cut
-// their range to a window; some close after a few records.
+// Many Xet clients at once, with a budget of a few chunks, reading ranges
+// from the cache (warm) or from upstream (cold, each request holding the
+// decoder's buffers): every request completes with its exact bytes (no
+// one waits for ever), the budget never goes past its limit, and it is
+// empty afterwards. Half the requests cut their range to a window; some
+// close after a few records.
 func TestXorbRangesWithinATinyBudget(t *testing.T) {
-	const limit = 1 << 20 // the decoder's buffers and a few chunks
-	x := newXetEnv(t, limit)
+	for _, warm := range []bool{true, false} {
+		t.Run(map[bool]string{true: "warm", false: "cold"}[warm], func(t *testing.T) {
+			testXorbRangesWithin(t, warm)
+		})
+	}
+}
+
+func testXorbRangesWithin(t *testing.T, warm bool) {
+	const limit = 1 << 20 // the decoder's buffers, or a few chunks
+	x := newXetEnv(t, limit, warm)
 	type req struct {
 		i, j int
 		w    reconstruction.ByteRange
@@ -227,11 +236,19 @@ func TestXorbRangesWithinATinyBudget(t *testing.T) {
 	if n := x.eng.stats.unchargedReads.Load(); n != 0 {
 		t.Errorf("%d cache entries read before they were charged", n)
 	}
+	if st := x.eng.CacheStats(); warm && st.XorbFromUpstream != 0 || !warm && st.XorbFromCache != 0 {
+		t.Errorf("stats %+v: the ranges did not all come from where the test means", st)
+	}
 	used, peak := x.eng.budget.stats()
 	if used != 0 {
 		t.Errorf("budget holds %d bytes after the reads", used)
 	}
 	if peak > limit {
 		t.Errorf("budget peaked at %d, past its limit %d", peak, limit)
+	}
+	// Each request charged what it held: an entry's chunks, or the
+	// decoder's buffers.
+	if low := map[bool]int64{true: maxChunk, false: bufCost(maxChunk) + xorb.MaxCompressedSize}[warm]; peak < low {
+		t.Errorf("budget peaked at %d: the requests charged less than %d", peak, low)
 	}
 }
