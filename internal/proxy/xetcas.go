@@ -214,6 +214,7 @@ type xorbReader struct {
 	decHeld int64 // what the upstream decoder's buffers hold of it
 
 	body   io.ReadCloser // upstream, opened at the first chunk the cache lacks
+	closed bool          // body closed
 	tap    *tap
 	cs     *chunkStream
 	chunk  *[]byte // decode buffer
@@ -470,8 +471,9 @@ func (xr *xorbReader) Close() error {
 // decoder's buffers, the cache entry, the fill segment, and their
 // charges. It may run more than once.
 func (xr *xorbReader) free() {
-	if xr.body != nil {
+	if xr.body != nil && !xr.closed {
 		xr.body.Close()
+		xr.closed = true
 	}
 	if xr.cs != nil {
 		xr.cs.release()
