@@ -252,3 +252,49 @@ func testXorbRangesWithin(t *testing.T, warm bool) {
 		t.Errorf("budget peaked at %d: the requests charged less than %d", peak, low)
 	}
 }
+
+// acquireSome takes the whole units that fit, waits while none does,
+// grants a unit larger than the limit to an empty budget, and gives up
+// with its context.
+func TestBudgetAcquireSome(t *testing.T) {
+	ctx := context.Background()
+	b := newBudget(10)
+	if got, err := b.acquireSome(ctx, 12, 3); err != nil || got != 9 {
+		t.Fatalf("took %d (%v), want the 9 bytes that fit", got, err)
+	}
+	took := make(chan int64)
+	go func() {
+		got, _ := b.acquireSome(ctx, 6, 3)
+		took <- got
+	}()
+	waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.waiters == 1 })
+	b.release(4) // 5 free: one unit fits
+	if got := <-took; got != 3 {
+		t.Fatalf("took %d after the release, want 3", got)
+	}
+	b.release(8)
+	if got, err := b.acquireSome(ctx, 40, 20); err != nil || got != 20 {
+		t.Fatalf("empty budget: took %d (%v), want one unit of 20", got, err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		waitFor(t, func() bool { b.mu.Lock(); defer b.mu.Unlock(); return b.waiters == 1 })
+		cancel()
+	}()
+	if got, err := b.acquireSome(cctx, 3, 3); !errors.Is(err, context.Canceled) || got != 0 {
+		t.Fatalf("over a full budget with a cancelled context: took %d (%v)", got, err)
+	}
+	if used, peak := b.stats(); used != 20 || peak != 20 {
+		t.Errorf("used %d peak %d, want 20 and 20", used, peak)
+	}
+}
+
+// waitFor polls cond until it holds, for at most 10 seconds.
+func waitFor(t *testing.T, cond func() bool) {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("condition never held")
+			return
+		}
+	}
+}
