@@ -117,12 +117,12 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				}
 				hi = lo + uint32(held/xorbTargetChunk)
 			}
-			if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
+			if ent := s.cacheGet(fe.Xorb, lo, hi, held); ent != nil {
 				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, false, &held)
 				break lookup
 			}
-			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi); ent != nil {
+			if ent := s.e.stagingGet(s.ctx, fe.Xorb, lo, hi, held); ent != nil {
 				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, true, &held)
 				break lookup
@@ -130,7 +130,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			if s.e.staging != nil {
 				// A promotion Puts before it drops the staged copy: one
 				// that ran between the two lookups left it in the cache.
-				if ent := s.cacheGet(fe.Xorb, lo, hi); ent != nil {
+				if ent := s.cacheGet(fe.Xorb, lo, hi, held); ent != nil {
 					held = s.entryHold(held, ent)
 					err = s.fromEntry(f, tr, ent, src, m, false, &held)
 					break lookup
@@ -187,7 +187,7 @@ func (c cacheSource) provenOnly(s *stream, f *fetch, tr *reconstruction.Tracker)
 		if err := s.acquire(f, int(k), held); err != nil {
 			return err
 		}
-		ent := s.cacheGet(fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi, held)
 		if ent == nil {
 			s.releaseBytes(held)
 			if err := s.ctx.Err(); err != nil {
@@ -222,16 +222,17 @@ func (e *Engine) mayHave(ctx context.Context, x merklehash.Hash, lo, hi uint32) 
 
 // cacheGet is Engine.cacheGet for the stream's fetches, which give every
 // entry back (entryRef) and so may borrow their files (cache.WithLentFiles).
-func (s *stream) cacheGet(x merklehash.Hash, lo, hi uint32) *cache.Entry {
-	return s.e.cacheGet(s.mctx, x, lo, hi)
+func (s *stream) cacheGet(x merklehash.Hash, lo, hi uint32, held int64) *cache.Entry {
+	return s.e.cacheGet(s.mctx, x, lo, hi, held)
 }
 
 // stagingGet looks up chunks awaiting a proof; like cacheGet, a failure is
 // a miss.
-func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint32) *cache.Entry {
+func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint32, held int64) *cache.Entry {
 	if e.staging == nil {
 		return nil
 	}
+	e.noteCharge(held)
 	ent, err := e.staging.Get(ctx, x, lo, hi)
 	if err != nil || ent.Xorb != x || ent.Start != lo || ent.End != hi || ent.Validate() != nil {
 		return nil
@@ -277,12 +278,8 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 // entry is charged while it is being delivered: without it every stream
 // could hold entries far past the budget. The top-up never waits (the
 // bytes are in memory already), which is why the entry must have been
-// charged an estimate before it was read (held > 0; unchargedReads
-// counts the reads that were not).
+// charged an estimate before it was read (cacheGet's held).
 func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
-	if held <= 0 {
-		s.e.stats.unchargedReads.Add(1)
-	}
 	n := int64(len(ent.Data))
 	if n <= held {
 		return held

@@ -183,10 +183,15 @@
 //	            cache, else staging; a range of the whole xorb read without
 //	            a manifest teaches it and promotes its staged segments
 //
-// Memory per xorb request: one record, the decoder's buffers and one fill
-// segment, taken from FillBuffer without waiting (when it is spent the
-// chunks are served and not kept). Concurrent requests for the same range
-// each go upstream: there is no single flight on this path yet.
+// Memory per xorb request (xetmem.go): the cache entry it hands records
+// out of, or the decoder's buffers, charged to the engine's budget before
+// they are read or made (waiting for room with nothing held; one chunk of
+// an entry at a time when the budget is full) and given back once the
+// entry's last record is out or the request ends; and one fill segment,
+// taken from FillBuffer without waiting (when it is spent the chunks are
+// served and not kept). A record is handed out as its header and the
+// chunk where it lies, never copied. Concurrent requests for the same
+// range each go upstream: there is no single flight on this path yet.
 //
 // # Errors
 //

@@ -254,9 +254,9 @@ func (cachedOnly) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from ui
 		}
 		hi = lo + uint32(held/xorbTargetChunk)
 		staged := false
-		ent := s.cacheGet(fe.Xorb, lo, hi)
+		ent := s.cacheGet(fe.Xorb, lo, hi, held)
 		if ent == nil && s.verify {
-			ent, staged = s.e.stagingGet(s.ctx, fe.Xorb, lo, hi), true
+			ent, staged = s.e.stagingGet(s.ctx, fe.Xorb, lo, hi, held), true
 		}
 		if ent == nil {
 			s.releaseBytes(held)

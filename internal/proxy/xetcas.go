@@ -207,10 +207,14 @@ type xorbReader struct {
 	c       uint32 // next chunk to produce
 	pos     uint64 // served offset of pending[0]
 	pending []byte // the current record's bytes not handed out yet
-	rec     []byte // record buffer (LayoutRecords)
+	rest    []byte // and those after pending (a record's chunk after its header)
+	hdr     [xorb.HeaderSize]byte
 	ent     *cache.Entry
+	entHeld int64 // what ent holds of the engine's budget (xetmem.go)
+	decHeld int64 // what the upstream decoder's buffers hold of it
 
 	body   io.ReadCloser // upstream, opened at the first chunk the cache lacks
+	closed bool          // body closed
 	tap    *tap
 	cs     *chunkStream
 	chunk  *[]byte // decode buffer
@@ -245,6 +249,10 @@ func (xr *xorbReader) Read(p []byte) (int, error) {
 		}
 		if xr.done {
 			return 0, io.EOF
+		}
+		if len(xr.pending) == 0 && len(xr.rest) > 0 {
+			xr.pending, xr.rest = xr.rest, nil
+			continue
 		}
 		if len(xr.pending) == 0 {
 			if err := xr.advance(); err != nil {
@@ -282,6 +290,9 @@ func (xr *xorbReader) Read(p []byte) (int, error) {
 					return n, err
 				}
 			}
+			// nothing more is read: the memory goes back now, not
+			// when the caller gets round to Close
+			xr.free()
 		}
 		return n, nil
 	}
@@ -295,22 +306,23 @@ func (xr *xorbReader) integrity(err error) error {
 // advance makes the next chunk's record pending; io.EOF after the last.
 func (xr *xorbReader) advance() error {
 	rg := xr.src.Range
-	xr.pos += uint64(len(xr.pending))
-	xr.pending = nil
+	xr.pos += uint64(len(xr.pending) + len(xr.rest))
+	xr.pending, xr.rest = nil, nil
 	if xr.c == rg.Chunks.End {
 		return xr.finish()
 	}
 	if xr.src.Layout == LayoutRecords && xr.body == nil && xr.e.cache != nil {
 		if xr.ent == nil || xr.c >= xr.ent.End {
-			hi := min(segmentEnd(xr.c), rg.Chunks.End)
-			xr.ent = xr.e.cacheGet(xr.ctx, xr.src.Xorb, xr.c, hi)
+			if err := xr.nextEntry(); err != nil {
+				return err
+			}
 		}
 		if xr.ent != nil {
 			data := xr.ent.Chunk(xr.c)
 			if !xr.m.Check(xr.c, merklehash.ChunkHash(data), uint32(len(data))) {
 				xr.e.stats.proofFailures.Add(1)
 				xr.e.purge(xr.ctx, []cache.Key{xr.ent.Key()})
-				xr.ent = nil // and fetch from upstream instead
+				xr.dropEntry() // and fetch from upstream instead
 			} else {
 				xr.record(data)
 				xr.e.stats.casFromCache.Add(int64(len(data)))
@@ -322,16 +334,12 @@ func (xr *xorbReader) advance() error {
 	return xr.fromUpstream()
 }
 
-// record makes an uncompressed chunk record of data pending.
+// record makes an uncompressed chunk record of data pending: a header,
+// then data itself, which stays put until the next advance (no copy, and
+// no record buffer to charge).
 func (xr *xorbReader) record(data []byte) {
-	n := xorb.HeaderSize + len(data)
-	if cap(xr.rec) < n {
-		xr.rec = make([]byte, n, xorb.HeaderSize+maxChunk)
-	}
-	xr.rec = xr.rec[:n]
-	xorb.Header{Scheme: xorb.SchemeNone, CompressedLen: uint32(len(data)), UncompressedLen: uint32(len(data))}.Put(xr.rec)
-	copy(xr.rec[xorb.HeaderSize:], data)
-	xr.pending = xr.rec
+	xorb.Header{Scheme: xorb.SchemeNone, CompressedLen: uint32(len(data)), UncompressedLen: uint32(len(data))}.Put(xr.hdr[:])
+	xr.pending, xr.rest = xr.hdr[:], data
 }
 
 // fromUpstream decodes the next chunk from the upstream range, opening it
@@ -339,6 +347,12 @@ func (xr *xorbReader) record(data []byte) {
 func (xr *xorbReader) fromUpstream() error {
 	rg := xr.src.Range
 	if xr.body == nil {
+		// The cache is done with (this path never goes back to it),
+		// and the decoder's buffers are charged before they exist.
+		xr.dropEntry()
+		if err := xr.chargeDecoder(); err != nil {
+			return err
+		}
 		body, err := xr.e.cas.FetchRange(xr.ctx, xr.src.UpstreamURL, rg.Upstream, nil)
 		if err != nil {
 			if errors.Is(err, casclient.ErrURLRejected) {
@@ -348,6 +362,9 @@ func (xr *xorbReader) fromUpstream() error {
 		}
 		xr.body = body
 		xr.tap = &tap{r: body}
+		if xr.src.Layout == LayoutUpstream {
+			xr.tap.buf = make([]byte, 0, tapCap)
+		}
 		xr.cs = &chunkStream{r: xr.tap}
 		xr.tap.off = true // the chunks the cache gave: their bytes are not kept
 		for k := rg.Chunks.Start; k < xr.c; k++ {
@@ -359,7 +376,8 @@ func (xr *xorbReader) fromUpstream() error {
 				return xr.decodeErr(err)
 			}
 		}
-		xr.tap.off = false
+		// A record is new bytes: only the stored ones are kept.
+		xr.tap.off = xr.src.Layout == LayoutRecords
 		if xr.c != rg.Chunks.Start {
 			xr.learn = false
 		}
@@ -442,8 +460,20 @@ func (xr *xorbReader) finish() error {
 }
 
 func (xr *xorbReader) Close() error {
-	if xr.body != nil {
+	xr.free()
+	if xr.err == nil {
+		xr.err = errors.New("read after close")
+	}
+	return nil
+}
+
+// free lets go of everything the reader holds: the upstream body, the
+// decoder's buffers, the cache entry, the fill segment, and their
+// charges. It may run more than once.
+func (xr *xorbReader) free() {
+	if xr.body != nil && !xr.closed {
 		xr.body.Close()
+		xr.closed = true
 	}
 	if xr.cs != nil {
 		xr.cs.release()
@@ -452,11 +482,13 @@ func (xr *xorbReader) Close() error {
 		putBuf(xr.chunk)
 		xr.chunk = nil
 	}
-	xr.fill.release(xr)
-	if xr.err == nil {
-		xr.err = errors.New("read after close")
+	if xr.tap != nil {
+		xr.tap.buf = nil
 	}
-	return nil
+	xr.pending, xr.rest = nil, nil
+	xr.dropEntry()
+	xr.releaseDecoder()
+	xr.fill.release(xr)
 }
 
 // xorbFill collects the chunks a xorbReader decodes from upstream into
