@@ -56,6 +56,8 @@ type Config struct {
 
 	// Cache selects the chunk cache tiers; the zero value is no cache.
 	Cache CacheConfig
+	// NoSendfile: see proxy.Config.NoSendfile.
+	NoSendfile bool
 	// CloseTimeout bounds the close function New returns (default
 	// DefaultCloseTimeout).
 	CloseTimeout time.Duration
@@ -142,6 +144,7 @@ func New(cfg Config) (*proxy.Engine, func() error, error) {
 		Cache:        store,
 		Staging:      staging,
 		AuthTTL:      cfg.AuthTTL,
+		NoSendfile:   cfg.NoSendfile,
 	}
 	if store != nil {
 		// The terms of files read whole, so that they can be served from

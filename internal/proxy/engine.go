@@ -57,6 +57,11 @@ type Config struct {
 	// emptied at start (a disk directory wiped by the caller). nil: a
 	// memory store of DefaultStaging bytes. See proof.go.
 	Staging cache.Store
+	// NoSendfile writes disk cache hits from the checked copy in memory
+	// instead of sending them from their file (sendfile.go): for a cache
+	// directory that something else than this process might write in
+	// place while its bytes are being sent.
+	NoSendfile bool
 	// FillBuffer bounds the decoded bytes all cache fills hold in memory
 	// between decoding and their Put (default 256 MiB).
 	FillBuffer int64
@@ -109,6 +114,7 @@ type Engine struct {
 	parallel  int
 	streamBuf int64
 	budget    *budget // shared by all streams
+	sendfile  bool    // disk hits may be sent from their files (NoSendfile)
 	log       *slog.Logger
 
 	source      chunkSource // upstream, or the cache around it
@@ -168,6 +174,7 @@ func New(cfg Config) (*Engine, error) {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.manifests = newManifestTable()
+	e.sendfile = !cfg.NoSendfile
 	e.source = upstreamSource{}
 	if cfg.Cache != nil {
 		e.cache = cfg.Cache

@@ -317,3 +317,31 @@ func TestCacheHitFileCutBeforeSendFailsStream(t *testing.T) {
 	}
 	waitNoLentFiles(t)
 }
+
+// With NoSendfile, disk hits are exact and written from memory: no byte is
+// sent from a cache file and no file is lent.
+func TestCacheHitNoSendfile(t *testing.T) {
+	d := diskCache(t, t.TempDir(), 1<<30)
+	e := cacheEnv(t, d, func(c *Config) { c.NoSendfile = true })
+	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
+	data := mixed(52, 9<<20+321)
+	e.add(t, "org/m", "f.bin", data)
+	m := e.stat(t, "", repoM, "f.bin")
+	readAll(t, e.eng, "", m, 0, -1)
+	flush(t, e.eng)
+	url := serveEngine(t, e.eng, m)
+	for range 2 {
+		got, err := httpGet(url + "/?off=0&n=-1")
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("%d bytes, %v; differ at %d", len(got), err, firstDiff(got, data))
+		}
+	}
+	st := e.eng.CacheStats()
+	if st.SentFromFile != 0 {
+		t.Fatalf("%d bytes sent from cache files with NoSendfile", st.SentFromFile)
+	}
+	if st.ServedUpstream != int64(len(data)) {
+		t.Fatalf("premise: %d bytes from upstream, want only the cold read's %d", st.ServedUpstream, len(data))
+	}
+	waitNoLentFiles(t)
+}

@@ -166,8 +166,12 @@ func (e *Engine) openXet(ctx context.Context, token string, meta *hub.FileMeta, 
 // scheduler.
 func (e *Engine) newStream(sctx context.Context, cancel context.CancelFunc, auth casclient.Auth, memoKey string, file merklehash.Hash, offset, length uint64, whole bool) *stream {
 	g, gctx := errgroup.WithContext(sctx)
+	mctx := gctx
+	if e.sendfile {
+		mctx = cache.WithLentFiles(gctx)
+	}
 	return &stream{
-		e: e, id: e.streams.Add(1), ctx: gctx, mctx: cache.WithLentFiles(gctx), cancel: cancel, g: g,
+		e: e, id: e.streams.Add(1), ctx: gctx, mctx: mctx, cancel: cancel, g: g,
 		auth:    auth,
 		memoKey: memoKey,
 		file:    file,

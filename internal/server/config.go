@@ -69,11 +69,14 @@ type Config struct {
 	CacheDir    string
 	CacheSize   int64
 	CacheMemory int64
-	S3Endpoint  string
-	S3Bucket    string
-	S3Prefix    string
-	S3Region    string
-	S3PathStyle bool
+	// NoCacheSendfile: disk hits are written from memory, not sent from
+	// their files (--cache-sendfile=false; proxy.Config.NoSendfile).
+	NoCacheSendfile bool
+	S3Endpoint      string
+	S3Bucket        string
+	S3Prefix        string
+	S3Region        string
+	S3PathStyle     bool
 	// S3Queue bounds the decoded bytes waiting to be written to the S3
 	// tier (on the disk tier when there is one); a fill that finds it
 	// full waits for room (see engineconf.CacheConfig.S3Queue).
@@ -194,6 +197,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet, getenv func(string) string) {
 	fs.StringVar(&c.S3Region, "s3-region", env("XETPROXY_S3_REGION", ""), "bucket region, auto for R2 (env XETPROXY_S3_REGION)")
 	c.S3PathStyle = c.envBool("XETPROXY_S3_PATH_STYLE", env("XETPROXY_S3_PATH_STYLE", "false"))
 	fs.BoolVar(&c.S3PathStyle, "s3-path-style", c.S3PathStyle, "address the bucket in the URL path (MinIO and most self-hosted servers) (env XETPROXY_S3_PATH_STYLE)")
+	c.NoCacheSendfile = !c.envBool("XETPROXY_CACHE_SENDFILE", env("XETPROXY_CACHE_SENDFILE", "true"))
+	fs.BoolFunc("cache-sendfile", "send disk cache hits from their files with sendfile (default true); false sends the checked copy from memory, for a cache directory something else might write in place (env XETPROXY_CACHE_SENDFILE)", func(v string) error {
+		on, err := strconv.ParseBool(v)
+		c.NoCacheSendfile = !on
+		return err
+	})
 	c.S3Queue = c.envSize("XETPROXY_S3_QUEUE", env("XETPROXY_S3_QUEUE", "256MiB"))
 	fs.Var((*sizeFlag)(&c.S3Queue), "s3-queue", "bytes waiting to be written to the S3 tier (on the disk tier if any, else in memory); when full, fills wait for room (env XETPROXY_S3_QUEUE)")
 	c.S3AccessKeyID = strings.TrimSpace(getenv("AWS_ACCESS_KEY_ID"))
@@ -221,13 +230,14 @@ func (c *Config) Engine(transport http.RoundTripper, log *slog.Logger) enginecon
 		transport = engineconf.NewTransport()
 	}
 	return engineconf.Config{
-		HubURL:    c.HubURL,
-		Transport: c.upstreamHealth().Transport(transport),
-		ReadAhead: c.ReadAhead,
-		MaxBuffer: c.MaxBuffer,
-		AuthTTL:   c.AuthTTL,
-		Cache:     c.cacheConfig(),
-		Logger:    log,
+		HubURL:     c.HubURL,
+		Transport:  c.upstreamHealth().Transport(transport),
+		ReadAhead:  c.ReadAhead,
+		MaxBuffer:  c.MaxBuffer,
+		AuthTTL:    c.AuthTTL,
+		Cache:      c.cacheConfig(),
+		NoSendfile: c.NoCacheSendfile,
+		Logger:     log,
 	}
 }
 
@@ -374,7 +384,7 @@ func (c *Config) Redacted() []any {
 		"server_token_enabled", c.ServerTokenEnabled, "server_token_set", c.ServerToken != "",
 		"api_keys", len(c.APIKeys), "max_downloads", c.MaxDownloads, "max_buffer", c.MaxBuffer, "queue_max", c.queueMax(), "queue_timeout", c.QueueTimeout.String(),
 		"read_ahead", c.ReadAhead, "drain_timeout", c.DrainTimeout.String(),
-		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory,
+		"cache_dir", c.CacheDir, "cache_size", c.CacheSize, "cache_memory", c.CacheMemory, "cache_sendfile", !c.NoCacheSendfile,
 		"s3_bucket", c.S3Bucket, "s3_endpoint", engineconf.RedactURL(c.S3Endpoint), "s3_prefix", c.S3Prefix,
 		"s3_credentials", c.S3AccessKeyID != "", "auth_cache_ttl", c.AuthTTL.String(),
 		"allow", c.Allow, "deny", c.Deny, "audit_key_set", c.AuditKey != "",

@@ -158,3 +158,31 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCacheSendfile: disk hits are sent from their files unless
+// --cache-sendfile=false or XETPROXY_CACHE_SENDFILE=false, and the choice
+// reaches the engine's configuration.
+func TestConfigCacheSendfile(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		off  bool
+	}{
+		{nil, nil, false},
+		{nil, []string{"--cache-sendfile=false"}, true},
+		{map[string]string{"XETPROXY_CACHE_SENDFILE": "false"}, nil, true},
+		{map[string]string{"XETPROXY_CACHE_SENDFILE": "false"}, []string{"--cache-sendfile"}, false},
+		{nil, []string{"--cache-sendfile=true"}, false},
+	} {
+		c, err := parseConfig(t, tc.env, tc.args...)
+		if err != nil {
+			t.Fatalf("env %v args %v: %v", tc.env, tc.args, err)
+		}
+		if c.NoCacheSendfile != tc.off || c.Engine(nil, nil).NoSendfile != tc.off {
+			t.Errorf("env %v args %v: sendfile off = %v (engine %v), want %v", tc.env, tc.args, c.NoCacheSendfile, c.Engine(nil, nil).NoSendfile, tc.off)
+		}
+	}
+	if _, err := parseConfig(t, nil, "--cache-sendfile=maybe"); err == nil {
+		t.Error("--cache-sendfile=maybe accepted")
+	}
+}
