@@ -33,29 +33,11 @@ func newBudget(limit int64) *budget {
 // than the whole budget cannot wait forever. Callers poke the budget when
 // what urgent or room depend on changes.
 func (b *budget) acquire(ctx context.Context, n int64, urgent func() bool, room func(limit int64) int64) error {
-	b.mu.Lock()
-	for {
-		r := room(b.limit)
-		if urgent() || (r > 0 && (b.used+n <= r || b.used == 0)) {
-			b.used += n
-			b.peak = max(b.peak, b.used)
-			b.mu.Unlock()
-			return nil
-		}
-		ch := b.wake
-		b.waiters++
-		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			b.mu.Lock()
-			b.waiters--
-			b.mu.Unlock()
-			return ctx.Err()
-		}
-		b.mu.Lock()
-		b.waiters--
-	}
+	_, err := b.take(ctx, func(used, limit int64) (int64, bool) {
+		r := room(limit)
+		return n, urgent() || (r > 0 && (used+n <= r || used == 0))
+	})
+	return err
 }
 
 // acquireUpTo is acquire for a read that can be cut short: it takes n
@@ -64,24 +46,32 @@ func (b *budget) acquire(ctx context.Context, n int64, urgent func() bool, room 
 // so that a reader's urgent reads overdraw the budget by little. It
 // returns what it took.
 func (b *budget) acquireUpTo(ctx context.Context, n, small int64, urgent func() bool, room func(limit int64) int64) (int64, error) {
+	return b.take(ctx, func(used, limit int64) (int64, bool) {
+		r := room(limit)
+		switch {
+		case r > 0 && (used+n <= r || used == 0):
+			return n, true
+		case urgent():
+			if used+n > limit {
+				return min(n, small), true
+			}
+			return n, true
+		}
+		return 0, false
+	})
+}
+
+// take waits until decide, called under the lock with the bytes in use
+// and the limit, grants some bytes (ok), adds them to the budget and
+// returns them; or until ctx ends.
+func (b *budget) take(ctx context.Context, decide func(used, limit int64) (n int64, ok bool)) (int64, error) {
 	b.mu.Lock()
 	for {
-		r := room(b.limit)
-		take := int64(0)
-		switch {
-		case r > 0 && (b.used+n <= r || b.used == 0):
-			take = n
-		case urgent():
-			take = n
-			if b.used+n > b.limit {
-				take = min(n, small)
-			}
-		}
-		if take > 0 {
-			b.used += take
+		if n, ok := decide(b.used, b.limit); ok {
+			b.used += n
 			b.peak = max(b.peak, b.used)
 			b.mu.Unlock()
-			return take, nil
+			return n, nil
 		}
 		ch := b.wake
 		b.waiters++

@@ -26,33 +26,13 @@ const tapCap = xorb.HeaderSize + xorb.MaxCompressedSize
 // budget grants a unit larger than the limit, so that it cannot wait for
 // ever. It returns what it took.
 func (b *budget) acquireSome(ctx context.Context, n, unit int64) (int64, error) {
-	b.mu.Lock()
-	for {
-		free := b.limit - b.used
-		if b.used == 0 {
+	return b.take(ctx, func(used, limit int64) (int64, bool) {
+		free := limit - used
+		if used == 0 {
 			free = max(free, unit)
 		}
-		if free >= unit {
-			take := min(n, free/unit*unit)
-			b.used += take
-			b.peak = max(b.peak, b.used)
-			b.mu.Unlock()
-			return take, nil
-		}
-		ch := b.wake
-		b.waiters++
-		b.mu.Unlock()
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			b.mu.Lock()
-			b.waiters--
-			b.mu.Unlock()
-			return 0, ctx.Err()
-		}
-		b.mu.Lock()
-		b.waiters--
-	}
+		return min(n, free/unit*unit), free >= unit
+	})
 }
 
 // nextEntry lets go of the current entry and reads the next chunks of
