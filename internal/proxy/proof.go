@@ -218,6 +218,16 @@ func (e *Engine) proved(s *stream) {
 // promoted: fills of neighbouring ranges can overlap by a chunk, and
 // deleting one range deletes what overlaps it.
 func (e *Engine) promoteAll(ctx context.Context, recs []unproven) {
+	// A stream notes a range once per use, and may use one twice (two
+	// terms of the same chunks, or a read again after its fill let go of
+	// them): promoting it twice would only redo, and count again, the
+	// first.
+	seen := make(map[cache.Key]bool, len(recs))
+	recs = slices.DeleteFunc(slices.Clone(recs), func(r unproven) bool {
+		dup := seen[r.key]
+		seen[r.key] = true
+		return dup
+	})
 	var done []cache.Key
 	var later []unproven
 	ad, _ := e.cache.(cache.Adopter)
