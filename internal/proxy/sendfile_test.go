@@ -257,11 +257,10 @@ func TestCacheHitFileTruncatedWhileSent(t *testing.T) {
 	waitNoLentFiles(t)
 }
 
-// cuttingWriter collects what is written to it; before the first bytes
-// it is offered from a file, it cuts every cache file under dir to half.
+// cuttingWriter collects what is written to it; the first time it is
+// offered bytes from a file, it cuts that file in the middle of them.
 type cuttingWriter struct {
 	t   *testing.T
-	dir string
 	cut bool
 	buf bytes.Buffer
 }
@@ -270,17 +269,22 @@ func (w *cuttingWriter) Write(p []byte) (int, error) { return w.buf.Write(p) }
 
 func (w *cuttingWriter) ReadFrom(r io.Reader) (int64, error) {
 	if !w.cut {
-		w.cut = true
-		files, _ := filepath.Glob(filepath.Join(w.dir, "chunks-v2", "*", "*"))
-		for _, p := range files {
-			info, err := os.Stat(p)
-			if err != nil {
-				w.t.Fatal(err)
-			}
-			if err := os.Truncate(p, info.Size()/2); err != nil {
-				w.t.Fatal(err)
-			}
+		lr, ok := r.(*io.LimitedReader)
+		if !ok {
+			w.t.Fatalf("offered a %T, want an *io.LimitedReader of a file", r)
 		}
+		f, ok := lr.R.(*os.File)
+		if !ok {
+			w.t.Fatalf("offered bytes of a %T, want an *os.File", lr.R)
+		}
+		at, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			w.t.Fatal(err)
+		}
+		if err := os.Truncate(f.Name(), at+lr.N/2); err != nil {
+			w.t.Fatal(err)
+		}
+		w.cut = true
 	}
 	return w.buf.ReadFrom(r)
 }
@@ -303,7 +307,7 @@ func TestCacheHitFileCutBeforeSendFailsStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &cuttingWriter{t: t, dir: dir}
+	w := &cuttingWriter{t: t}
 	n, err := rc.(io.WriterTo).WriteTo(w)
 	rc.Close()
 	if !w.cut {
