@@ -380,10 +380,14 @@ func TestCacheFillIsDetachedFromItsClient(t *testing.T) {
 }
 
 // A reader too slow for a cache too small to hold what the fill wrote
-// falls back to fetching for itself, and still gets the right bytes.
+// finds the segments the fill let go of in neither: it reads them from
+// the staging store when the fill staged them (not yet proven), else it
+// falls back to fetching for itself; which of the two depends on how far
+// the fill got before its xorb was proven. Either way it gets the right
+// bytes.
 func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 	// Xorb ranges of several segments, a cache smaller than one entry
-	// (every Put fails): a reader that lags behind the fill finds neither.
+	// (every Put fails).
 	e := newEnv(t, fakehub.Config{MaxXorbBytes: 16 << 20}, func(c *Config) {
 		c.Cache = memCache(t, 1<<20)
 		c.BlockSize = 64 << 20
@@ -415,8 +419,8 @@ func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 		t.Fatal("bytes differ")
 	}
 	st := e.eng.CacheStats()
-	if st.PutErrors == 0 || st.Fallbacks == 0 {
-		t.Fatalf("stats %+v: want failed puts and fallbacks", st)
+	if st.PutErrors == 0 || (st.Fallbacks == 0 && st.StagedBytes == 0) {
+		t.Fatalf("stats %+v: want failed puts, and fallbacks or staged chunks", st)
 	}
 }
 
