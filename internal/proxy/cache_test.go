@@ -383,9 +383,12 @@ func TestCacheFillIsDetachedFromItsClient(t *testing.T) {
 // falls back to fetching for itself, and still gets the right bytes.
 func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 	// Xorb ranges of several segments, a cache smaller than one entry
-	// (every Put fails): a reader that lags behind the fill finds neither.
+	// (every Put fails), and a fill buffer of one segment (the fill keeps
+	// none in memory for its reader once it needs room for the next): a
+	// reader that lags behind the fill finds neither.
 	e := newEnv(t, fakehub.Config{MaxXorbBytes: 16 << 20}, func(c *Config) {
 		c.Cache = memCache(t, 1<<20)
+		c.FillBuffer = segmentChunks * maxChunk
 		c.BlockSize = 64 << 20
 		c.StreamBuffer = 1 << 20
 	})

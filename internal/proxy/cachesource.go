@@ -67,6 +67,14 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		return err
 	}
 	var fl *fill
+	// rd marks the segments of fl this fetch will read, so that the fill
+	// keeps them in memory for it (retain.go).
+	var rd *fillReader
+	defer func() {
+		if rd != nil {
+			fl.dropReader(rd)
+		}
+	}()
 	// held is what the entry being read holds of the budgets (entryHold).
 	var held int64
 	defer func() { s.releaseBytes(held) }()
@@ -81,7 +89,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
-		fl = s.e.fills.join(s, f, since, m)
+		if fl = s.e.fills.join(s, f, since, m); fl != nil {
+			rd = fl.addReader(fe.Chunks.Start, fe.Chunks.End)
+		}
 	}
 	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
@@ -141,6 +151,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			if fl == nil {
 				if fl = s.e.fills.join(s, f, since, m); fl != nil {
+					rd = fl.addReader(lo, fe.Chunks.End)
 					// The fill's chunks are charged as they are delivered.
 					s.releaseBytes(held)
 					held = 0
@@ -164,6 +175,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				s.e.purge(s.ctx, []cache.Key{{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End}})
 			}
 			return err
+		}
+		if rd != nil {
+			fl.advance(rd, hi)
 		}
 		lo = hi
 	}
@@ -230,6 +244,7 @@ func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint3
 	if err != nil || ent.Xorb != x || ent.Start != lo || ent.End != hi || ent.Validate() != nil {
 		return nil
 	}
+	e.stats.stagingReads.Add(1)
 	return ent
 }
 
