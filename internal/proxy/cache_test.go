@@ -401,7 +401,18 @@ func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	var got []byte
+	// The reader stops after its first byte until the fill has ended.
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(rc, got); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for st := e.eng.CacheStats(); st.FillsInFlight != 0 || st.Fills == 0; st = e.eng.CacheStats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("fill still running: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	p := make([]byte, 256<<10)
 	for {
 		n, err := rc.Read(p)

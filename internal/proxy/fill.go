@@ -207,18 +207,20 @@ func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
 }
 
 // segment returns the segment holding chunk c while the fill still holds
-// it in memory, nil once it has been handed to the cache. The caller holds
-// a reference to the segment's memory and gives it back with unref.
-func (fl *fill) segment(c uint32) *fillSeg {
+// it in memory, nil once it has let go of it; kept reports a segment
+// already stored, complete, that the fill keeps for its readers
+// (retain.go). The caller holds a reference to the segment's memory and
+// gives it back with unref.
+func (fl *fill) segment(c uint32) (sg *fillSeg, kept bool) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	i := int(c/segmentChunks - fl.base)
 	if i < 0 || i >= len(fl.segs) || fl.segs[i] == nil {
-		return nil
+		return nil, false
 	}
-	sg := fl.segs[i]
+	sg = fl.segs[i]
 	sg.refs.Add(1)
-	return sg
+	return sg, sg.kept
 }
 
 // Segment buffers. When nothing the fill hands a segment to keeps its
@@ -343,7 +345,8 @@ func (fl *fill) run() {
 	var ie *IntegrityError
 	if errors.As(err, &ie) {
 		// The segments already stored decoded, but the range as a whole
-		// did not check out: take them back.
+		// did not check out: take them back, and the ones kept in memory.
+		fl.letGoAll()
 		e.purge(ctx, []cache.Key{fl.key})
 	}
 }

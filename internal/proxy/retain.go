@@ -13,8 +13,8 @@ import (
 // and hashing every chunk again), which costs about as much CPU as the
 // fill's decoding. So the fill keeps a stored segment in memory, still
 // charged to the fill budget, while a stream that joined the fill has yet
-// to read it (fillReader). Memory stays bounded by the fill budget: a
-// fill that needs room for its next segment and finds none takes it from
+// to read it (fillReader), up to half the fill budget. Memory stays
+// bounded by the fill budget: a fill that needs room for its next segment and finds none takes it from
 // the kept segments first (the newest kept first, so the readers' next
 // segments stay), and only then waits. A fill therefore never waits for a
 // reader, only for the budget the decoding segments and other fills'
@@ -113,10 +113,9 @@ func (fl *fill) settle(sg *fillSeg) {
 	fl.mu.Lock()
 	i := fl.put
 	fl.put++
-	keep := fl.wants(sg)
+	keep := fl.wants(sg) && e.kept.push(fl, sg, i, e.fillBudget.limit/2)
 	if keep {
 		sg.kept = true
-		e.kept.push(fl, sg, i)
 	} else {
 		fl.segs[i] = nil
 	}
@@ -141,8 +140,9 @@ func (e *Engine) letGo(segs []*fillSeg) {
 // keptList is an engine's kept segments, newest last. Its lock nests
 // inside fill.mu.
 type keptList struct {
-	mu sync.Mutex
-	l  list.List // of keptSeg
+	mu    sync.Mutex
+	l     list.List // of keptSeg
+	bytes int64     // fill budget the kept segments hold
 }
 
 type keptSeg struct {
@@ -151,10 +151,19 @@ type keptSeg struct {
 	i  int // index in fl.segs
 }
 
-func (k *keptList) push(fl *fill, sg *fillSeg, i int) {
+// push adds sg to the list unless the kept segments would then hold more
+// than most bytes: kept segments take at most half the fill budget, so
+// that they add little to what fills held before they were kept (their
+// decoding and their writes), and fills seldom have to evict.
+func (k *keptList) push(fl *fill, sg *fillSeg, i int, most int64) bool {
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.bytes+sg.held > most {
+		return false
+	}
+	k.bytes += sg.held
 	sg.elem = k.l.PushBack(keptSeg{fl: fl, sg: sg, i: i})
-	k.mu.Unlock()
+	return true
 }
 
 func (k *keptList) remove(sg *fillSeg) {
@@ -162,6 +171,7 @@ func (k *keptList) remove(sg *fillSeg) {
 	if sg.elem != nil {
 		k.l.Remove(sg.elem)
 		sg.elem = nil
+		k.bytes -= sg.held
 	}
 	k.mu.Unlock()
 }
@@ -178,6 +188,7 @@ func (k *keptList) evict() bool {
 		}
 		ks := k.l.Remove(el).(keptSeg)
 		ks.sg.elem = nil
+		k.bytes -= ks.sg.held
 		k.mu.Unlock()
 		fl := ks.fl
 		fl.mu.Lock()
