@@ -81,6 +81,11 @@ type CacheStats struct {
 	StagedBytes    uint64 // decoded bytes written to the staging store to await a proof
 	PromotedBytes  uint64 // staged bytes promoted to the cache after a proof
 	AdoptedBytes   uint64 // of PromotedBytes, moved as they were staged (cache.Adopter), not copied
+	// StagingReads counts the staged entries streams read back (a fill
+	// had let go of the segment before they got to it); KeptEvicted the
+	// segments a fill kept in memory for its readers and let go of to
+	// make room (retain.go).
+	StagingReads, KeptEvicted uint64
 	// ServedUnverified counts the bytes given to ranged reads whose chunk
 	// no proof covered (no manifest of its xorb): term lengths were
 	// checked, content could not be.
@@ -107,6 +112,7 @@ type counters struct {
 	xorbProofs, fileProofs            atomic.Uint64
 	fileMismatches, proofFailures     atomic.Uint64
 	staged, promoted, adopted         atomic.Uint64
+	stagingReads, keptEvicted         atomic.Uint64
 	unverified                        atomic.Int64
 	fillsInFlight                     atomic.Int64
 	lastWarn                          atomic.Int64
@@ -128,6 +134,7 @@ func (e *Engine) CacheStats() CacheStats {
 		Fallbacks: c.fallbacks.Load(), Purges: c.purges.Load(), FillsInFlight: c.fillsInFlight.Load(),
 		XorbProofs: c.xorbProofs.Load(), FileProofs: c.fileProofs.Load(), FileMismatches: c.fileMismatches.Load(),
 		ProofFailures: c.proofFailures.Load(), StagedBytes: c.staged.Load(), PromotedBytes: c.promoted.Load(), AdoptedBytes: c.adopted.Load(),
+		StagingReads: c.stagingReads.Load(), KeptEvicted: c.keptEvicted.Load(),
 		ServedUnverified: c.unverified.Load(),
 		XorbServed:       c.casServed.Load(), XorbFromCache: c.casFromCache.Load(), XorbFromUpstream: c.casFromUpstream.Load(),
 		SentFromFile: c.sentFromFile.Load(),

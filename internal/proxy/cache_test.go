@@ -387,9 +387,11 @@ func TestCacheFillIsDetachedFromItsClient(t *testing.T) {
 // bytes.
 func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 	// Xorb ranges of several segments, a cache smaller than one entry
-	// (every Put fails).
+	// (every Put fails), and a fill buffer of one segment (the fill keeps
+	// none in memory for its reader once it needs room for the next).
 	e := newEnv(t, fakehub.Config{MaxXorbBytes: 16 << 20}, func(c *Config) {
 		c.Cache = memCache(t, 1<<20)
+		c.FillBuffer = segmentChunks * maxChunk
 		c.BlockSize = 64 << 20
 		c.StreamBuffer = 1 << 20
 	})
@@ -402,7 +404,18 @@ func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	var got []byte
+	// The reader stops after its first byte until the fill has ended.
+	got := make([]byte, 1)
+	if _, err := io.ReadFull(rc, got); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for st := e.eng.CacheStats(); st.FillsInFlight != 0 || st.Fills == 0; st = e.eng.CacheStats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("fill still running: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	p := make([]byte, 256<<10)
 	for {
 		n, err := rc.Read(p)

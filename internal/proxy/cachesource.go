@@ -67,6 +67,14 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		return err
 	}
 	var fl *fill
+	// rd marks the segments of fl this fetch will read, so that the fill
+	// keeps them in memory for it (retain.go).
+	var rd *fillReader
+	defer func() {
+		if rd != nil {
+			fl.dropReader(rd)
+		}
+	}()
 	// held is what the entry being read holds of the budgets (entryHold).
 	var held int64
 	defer func() { s.releaseBytes(held) }()
@@ -81,7 +89,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 		if err := s.ctx.Err(); err != nil {
 			return err
 		}
-		fl = s.e.fills.join(s, f, since, m)
+		if fl = s.e.fills.join(s, f, since, m); fl != nil {
+			rd = fl.addReader(fe.Chunks.Start, fe.Chunks.End)
+		}
 	}
 	for lo := fe.Chunks.Start; lo < fe.Chunks.End; {
 		hi := min(segmentEnd(lo), fe.Chunks.End)
@@ -98,8 +108,31 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				if fl.ownerID == s.id {
 					src = srcUpstream
 				}
-				if sg := fl.segment(lo); sg != nil {
-					err = s.fromFill(f, tr, fl, sg, lo, hi, src, m)
+				if sg, kept := fl.segment(lo); sg != nil && !kept {
+					err = s.fromFill(f, tr, fl, sg, lo, hi, src, m, nil)
+					break lookup
+				} else if sg != nil {
+					// A segment the fill stored and kept for this reader
+					// is charged as the entry read back would be (waiting
+					// for room first): its buffer lives while any of its
+					// chunks does. When the budgets are too full for the
+					// whole of it, the reader reads a few chunks from the
+					// store instead, below.
+					if held == 0 {
+						est := int64(hi-lo) * xorbTargetChunk
+						small := int64(min(hi-lo, urgentPiece)) * xorbTargetChunk
+						if held, err = s.acquireUpTo(f, int(k), est, small); err != nil {
+							sg.unref()
+							return err
+						}
+						if held < est {
+							sg.unref()
+							hi = lo + uint32(held/xorbTargetChunk)
+							goto store
+						}
+					}
+					held = s.chargeHeld(held, int64(sg.offsets[sg.n]))
+					err = s.fromFill(f, tr, fl, sg, lo, hi, src, m, &held)
 					break lookup
 				}
 			}
@@ -117,6 +150,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				}
 				hi = lo + uint32(held/xorbTargetChunk)
 			}
+		store:
 			if ent := s.cacheGet(fe.Xorb, lo, hi, held); ent != nil {
 				held = s.entryHold(held, ent)
 				err = s.fromEntry(f, tr, ent, src, m, false, &held)
@@ -141,6 +175,7 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 			}
 			if fl == nil {
 				if fl = s.e.fills.join(s, f, since, m); fl != nil {
+					rd = fl.addReader(lo, fe.Chunks.End)
 					// The fill's chunks are charged as they are delivered.
 					s.releaseBytes(held)
 					held = 0
@@ -164,6 +199,9 @@ func (c cacheSource) fetch(s *stream, f *fetch, tr *reconstruction.Tracker, from
 				s.e.purge(s.ctx, []cache.Key{{Xorb: fe.Xorb, Start: fe.Chunks.Start, End: fe.Chunks.End}})
 			}
 			return err
+		}
+		if rd != nil {
+			fl.advance(rd, hi)
 		}
 		lo = hi
 	}
@@ -237,6 +275,7 @@ func (e *Engine) stagingGet(ctx context.Context, x merklehash.Hash, lo, hi uint3
 	if err != nil || ent.Xorb != x || ent.Start != lo || ent.End != hi || ent.Validate() != nil {
 		return nil
 	}
+	e.stats.stagingReads.Add(1)
 	return ent
 }
 
@@ -280,7 +319,12 @@ func (s *stream) fillTurn(f *fetch, limit int64) bool {
 // bytes are in memory already), which is why the entry must have been
 // charged an estimate before it was read (cacheGet's held).
 func (s *stream) entryHold(held int64, ent *cache.Entry) int64 {
-	n := int64(len(ent.Data))
+	return s.chargeHeld(held, int64(len(ent.Data)))
+}
+
+// chargeHeld is entryHold for n bytes in memory already (an entry, or a
+// fill's kept segment).
+func (s *stream) chargeHeld(held, n int64) int64 {
 	if n <= held {
 		return held
 	}
@@ -369,8 +413,11 @@ func (s *stream) refuteEntry(ent *cache.Entry, c uint32, staged bool) error {
 // fromFill delivers chunks [lo, hi) of a fill, checking them against m
 // when the fill did not (it started before the manifest was known). It
 // takes over the reference to sg's memory that fill.segment gave: each
-// slot that keeps a chunk holds one more, the last gives it back.
-func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest) error {
+// slot that keeps a chunk holds one more, the last gives it back. held,
+// if not nil, is the budget charge of the segment's buffer (a kept
+// segment, chargeHeld), which the slot of its last chunk takes over, as
+// in fromEntry.
+func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fillSeg, lo, hi uint32, src source, m *cache.Manifest, held *int64) error {
 	ref := &entryRef{seg: sg}
 	ref.n.Store(1)
 	defer ref.drop()
@@ -397,8 +444,16 @@ func (s *stream) fromFill(f *fetch, tr *reconstruction.Tracker, fl *fill, sg *fi
 			s.e.stats.proofFailures.Add(1)
 			return &IntegrityError{File: s.fileName(), Err: fmt.Errorf("chunk %d of xorb %s does not match the xorb's manifest", c, fe.Xorb)}
 		}
-		if err := s.deliver(f, tr, c-base, data, h, src, proven, ref); err != nil {
+		var extra int64
+		if c == hi-1 && held != nil {
+			extra = *held
+		}
+		took, err := s.deliverWith(f, tr, c-base, data, h, src, proven, ref, extra)
+		if err != nil {
 			return err
+		}
+		if took && extra > 0 {
+			*held = 0
 		}
 		if !proven {
 			hashes = append(hashes, h)

@@ -124,6 +124,7 @@ type Engine struct {
 	bg          bgTracker // promotions in flight
 	fills       *fillTable
 	fillBudget  *budget
+	kept        keptList // fill segments kept in memory for their readers (retain.go)
 	fillTimeout time.Duration
 	memo        *memo     // nil: disabled
 	terms       TermStore // nil: OpenCached serves nothing

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -148,12 +149,16 @@ type fill struct {
 
 	doneSeq uint64 // set by fillTable.remove when it completed
 
-	mu       sync.Mutex
-	wake     chan struct{} // closed and replaced when a chunk is published or the fill ends
-	segs     []*fillSeg    // nil once released
-	released int           // segments [0, released) were handed to the cache and let go
-	err      error         // why the fill stopped early
-	done     bool
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced when a chunk is published or the fill ends
+	segs []*fillSeg    // an element is nil once the fill let go of it
+	put  int           // segments [0, put) were handed to the store
+	err  error         // why the fill stopped early
+	// readers are the streams that joined the fill and will still read
+	// some of its segments: the fill keeps a stored segment in memory for
+	// them (retain.go).
+	readers []*fillReader
+	done    bool
 }
 
 // fillSeg is one segment of a fill. Its fields are guarded by fill.mu;
@@ -171,6 +176,11 @@ type fillSeg struct {
 	// segPool: it goes back when refs falls to 0.
 	refs   atomic.Int32
 	pooled *[]byte
+	// kept: the putter stored the segment and the fill keeps it in memory
+	// for its readers (guarded by fill.mu); elem is its place in the
+	// engine's list of kept segments (guarded by that list's lock).
+	kept bool
+	elem *list.Element
 }
 
 func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
@@ -197,18 +207,20 @@ func newFill(s *stream, f *fetch, m *cache.Manifest) *fill {
 }
 
 // segment returns the segment holding chunk c while the fill still holds
-// it in memory, nil once it has been handed to the cache. The caller holds
-// a reference to the segment's memory and gives it back with unref.
-func (fl *fill) segment(c uint32) *fillSeg {
+// it in memory, nil once it has let go of it; kept reports a segment
+// already stored, complete, that the fill keeps for its readers
+// (retain.go). The caller holds a reference to the segment's memory and
+// gives it back with unref.
+func (fl *fill) segment(c uint32) (sg *fillSeg, kept bool) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	i := int(c/segmentChunks - fl.base)
-	if i < fl.released || i >= len(fl.segs) {
-		return nil
+	if i < 0 || i >= len(fl.segs) || fl.segs[i] == nil {
+		return nil, false
 	}
-	sg := fl.segs[i]
+	sg = fl.segs[i]
 	sg.refs.Add(1)
-	return sg
+	return sg, sg.kept
 }
 
 // Segment buffers. When nothing the fill hands a segment to keeps its
@@ -333,7 +345,8 @@ func (fl *fill) run() {
 	var ie *IntegrityError
 	if errors.As(err, &ie) {
 		// The segments already stored decoded, but the range as a whole
-		// did not check out: take them back.
+		// did not check out: take them back, and the ones kept in memory.
+		fl.letGoAll()
 		e.purge(ctx, []cache.Key{fl.key})
 	}
 }
@@ -358,12 +371,7 @@ func (fl *fill) putter(ctx context.Context, puts <-chan *fillSeg, done chan<- st
 				fl.stage(ctx, ent)
 			}
 		}
-		fl.mu.Lock()
-		fl.segs[fl.released] = nil
-		fl.released++
-		fl.mu.Unlock()
-		e.fillBudget.release(sg.held)
-		sg.unref()
+		fl.settle(sg)
 	}
 }
 
@@ -391,6 +399,7 @@ func (fl *fill) condemn() {
 	fl.putMu.Lock()
 	fl.condemned = true
 	fl.putMu.Unlock()
+	fl.letGoAll()
 }
 
 var (
@@ -459,7 +468,7 @@ func (k *fillSink) next(i uint32, size uint32) ([]byte, bool, error) {
 		if k.pool {
 			held = segBufCap
 		}
-		if err := e.fillBudget.acquire(k.ctx, held, never, whole); err != nil {
+		if err := e.fillBudget.acquireEvicting(k.ctx, held, e.kept.evict); err != nil {
 			return nil, false, err
 		}
 		k.held = held

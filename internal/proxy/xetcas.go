@@ -518,7 +518,7 @@ func (f *xorbFill) buffer(xr *xorbReader, size uint32) []byte {
 	if f.data == nil && !f.off {
 		hi := min(segmentEnd(xr.c), xr.src.Range.Chunks.End)
 		held := int64(hi-xr.c) * maxChunk
-		if !e.fillBudget.tryAcquire(held) {
+		if !e.tryFillBudget(held) {
 			f.off = true
 			return nil
 		}
