@@ -399,23 +399,8 @@ func TestCacheFallbackWhenTheCacheLosesTheFill(t *testing.T) {
 	data := mixed(26, 10<<20)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
-	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
 	// The reader stops after its first byte until the fill has ended.
-	got := make([]byte, 1)
-	if _, err := io.ReadFull(rc, got); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for st := e.eng.CacheStats(); st.FillsInFlight != 0 || st.Fills == 0; st = e.eng.CacheStats() {
-		if time.Now().After(deadline) {
-			t.Fatalf("fill still running: %+v", st)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rc, got := openPaused(t, e, m, false)
 	p := make([]byte, 256<<10)
 	for {
 		n, err := rc.Read(p)

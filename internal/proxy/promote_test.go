@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
@@ -237,23 +236,8 @@ func TestCacheSegmentBuffersOutliveTheirReaders(t *testing.T) {
 	e.add(t, "org/m", "a.bin", a)
 	e.add(t, "org/m", "b.bin", b)
 	ma, mb := e.stat(t, "", repoM, "a.bin"), e.stat(t, "", repoM, "b.bin")
-	rc, err := e.eng.Open(context.Background(), "", ma, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(rc, first); err != nil {
-		t.Fatal(err)
-	}
 	// The paused reader's fills run to their end.
-	deadline := time.Now().Add(30 * time.Second)
-	for e.eng.CacheStats().FillsInFlight != 0 || e.eng.CacheStats().StagedBytes == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fills still running: %+v", e.eng.CacheStats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rc, first := openPaused(t, e, ma, true)
 	for range 3 {
 		if got, _ := readAll(t, e.eng, "", mb, 0, -1); !bytes.Equal(got, b) {
 			t.Fatal("the other file's bytes differ")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/xetproxy/xetproxy/internal/cache"
 	"github.com/xetproxy/xetproxy/internal/fakehub"
+	"github.com/xetproxy/xetproxy/internal/hub"
 )
 
 // keptEnv is stagedEnv with a fill buffer of fillBuf bytes.
@@ -31,17 +32,29 @@ func keptEnv(t *testing.T, fillBuf int64) *testEnv {
 	})
 }
 
-// waitFillsDone polls until no fill runs and some bytes were staged: the
-// fills a paused reader's read-ahead started have ended.
-func waitFillsDone(t *testing.T, e *Engine) {
+// openPaused opens the whole of m and reads its first byte, which starts
+// the stream's fills, then waits until no fill runs (and, with staged,
+// some bytes were staged): the reader then lags behind every fill. It
+// returns the stream and the byte read.
+func openPaused(t *testing.T, e *testEnv, m *hub.FileMeta, staged bool) (io.ReadCloser, []byte) {
 	t.Helper()
+	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	first := make([]byte, 1)
+	if _, err := io.ReadFull(rc, first); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
-	for st := e.CacheStats(); st.FillsInFlight != 0 || st.StagedBytes == 0; st = e.CacheStats() {
+	for st := e.eng.CacheStats(); st.Fills == 0 || st.FillsInFlight != 0 || (staged && st.StagedBytes == 0); st = e.eng.CacheStats() {
 		if time.Now().After(deadline) {
 			t.Fatalf("fills still running: %+v", st)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	return rc, first
 }
 
 // waitFillBufferFree polls until the fill buffer is all given back.
@@ -68,16 +81,7 @@ func TestCacheFillKeepsSegmentsForItsReader(t *testing.T) {
 	data := mixed(46, 24<<20+333)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
-	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(rc, first); err != nil {
-		t.Fatal(err)
-	}
-	waitFillsDone(t, e.eng)
+	rc, first := openPaused(t, e, m, true)
 	rest, err := io.ReadAll(rc)
 	if err != nil {
 		t.Fatal(err)
@@ -107,16 +111,7 @@ func TestCacheFillEvictsKeptSegmentsRatherThanWait(t *testing.T) {
 	data := mixed(47, 40<<20+5)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
-	rc, err := e.eng.Open(context.Background(), "", m, 0, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	first := make([]byte, 1)
-	if _, err := io.ReadFull(rc, first); err != nil {
-		t.Fatal(err)
-	}
-	waitFillsDone(t, e.eng)
+	rc, first := openPaused(t, e, m, true)
 	if used := e.eng.CacheStats().FillBufferUsed; used > 4*segBufCap {
 		t.Fatalf("fill buffer holds %d bytes, over its %d", used, 4*segBufCap)
 	}
