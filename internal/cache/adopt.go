@@ -121,27 +121,7 @@ func (d *Disk) Adopt(ctx context.Context, st *Staging, k Key, hashes []merklehas
 	if src.forget(sit) {
 		src.removeFile(staged)
 	}
-	var drop []*item[diskItem]
-	d.mu.Lock()
-	if it := d.idx.covering(k.Xorb, k.Start, k.End); it != nil {
-		// A concurrent Put won (see Put).
-		d.idx.touch(it)
-		d.mu.Unlock()
-		if it.key != k {
-			d.removeFiles([]Key{k})
-		}
-		return dataLen, true, nil
-	}
-	for _, it := range d.idx.covered(k) {
-		d.idx.remove(it)
-		drop = append(drop, it)
-	}
-	d.idx.add(k, size, diskItem{touched: now})
-	evicted := d.evictLocked()
-	d.mu.Unlock()
-	d.c.put(dataLen)
-	d.c.evictions.Add(uint64(len(evicted)))
-	d.removeItems(append(drop, evicted...))
+	d.record(k, size, dataLen, now)
 	return dataLen, true, nil
 }
 

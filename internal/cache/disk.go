@@ -466,30 +466,36 @@ func (d *Disk) Put(ctx context.Context, e *Entry) error {
 		return fmt.Errorf("cache: writing %s: %w", k, err)
 	}
 
+	d.record(k, size, len(e.Data), time.Now())
+	return nil
+}
+
+// record indexes the entry file just put in place for k (size bytes on
+// disk, dataLen of them data). A concurrent Put may have won: of the same
+// key (its file and ours are equal, and ours replaced it), or of a wider
+// range, which makes our file redundant. Otherwise k supersedes the
+// entries it covers, and the store evicts down to its capacity.
+func (d *Disk) record(k Key, size int64, dataLen int, touched time.Time) {
 	var drop []*item[diskItem]
 	d.mu.Lock()
 	if it := d.idx.covering(k.Xorb, k.Start, k.End); it != nil {
-		// A concurrent Put won: of the same key (its file and ours are
-		// equal, and ours replaced it), or of a wider range, which makes
-		// our file redundant.
 		d.idx.touch(it)
 		d.mu.Unlock()
 		if it.key != k {
 			d.removeFiles([]Key{k})
 		}
-		return nil
+		return
 	}
 	for _, it := range d.idx.covered(k) {
 		d.idx.remove(it) // superseded by the new, wider entry
 		drop = append(drop, it)
 	}
-	d.idx.add(k, size, diskItem{touched: time.Now()})
+	d.idx.add(k, size, diskItem{touched: touched})
 	evicted := d.evictLocked()
 	d.mu.Unlock()
-	d.c.put(len(e.Data))
+	d.c.put(dataLen)
 	d.c.evictions.Add(uint64(len(evicted)))
 	d.removeItems(append(drop, evicted...))
-	return nil
 }
 
 // writeFile writes the concatenation of parts to final atomically: to a
