@@ -150,7 +150,7 @@ func provenLastEntry(t *testing.T, e *testEnv, d *cache.Disk, dir string, m *hub
 func TestCacheHitCorruptLastChunkInPlaceNeverServed(t *testing.T) {
 	dir := t.TempDir()
 	d := diskCache(t, dir, 1<<30)
-	e := cacheEnv(t, d)
+	e := vouchEnv(t, d)
 	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
 	data := randomData(52, 5<<20+999) // stored raw: the flipped byte decodes
 	e.add(t, "org/m", "f.bin", data)

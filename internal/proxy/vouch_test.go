@@ -17,6 +17,14 @@ import (
 	"github.com/xetproxy/xetproxy/internal/merklehash"
 )
 
+// vouchEnv is cacheEnv with read-ahead room for whole entries: the disk
+// store vouches for a file only once an entry covering all of it was
+// proven, and a stream short of room reads an entry a few chunks at a time.
+func vouchEnv(t *testing.T, d *cache.Disk) *testEnv {
+	t.Helper()
+	return cacheEnv(t, d, func(c *Config) { c.StreamBuffer = DefaultStreamBuffer })
+}
+
 // A disk entry this process proved against its manifest is served on later
 // reads without hashing it again. A writer who then rewrites that file in
 // place, consistently (data, hashes and checksums), and puts its
@@ -25,7 +33,7 @@ import (
 func TestCacheProvenDiskEntryRewrittenInPlaceIsCaught(t *testing.T) {
 	dir := t.TempDir()
 	d := diskCache(t, dir, 1<<30)
-	e := cacheEnv(t, d)
+	e := vouchEnv(t, d)
 	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
 	data := mixed(31, 6<<20)
 	e.add(t, "org/m", "f.bin", data)
