@@ -238,7 +238,13 @@ func readEntryPooled(r io.ReaderAt, size int64, k Key, start, end uint32, pool b
 		if size != int64(hl)+int64(h.dataLen) {
 			return nil, 0, corruptf(k, "stored size %d, header says %d", size, int64(hl)+int64(h.dataLen))
 		}
-		data = make([]byte, h.offsets[j]-h.offsets[i])
+		n := int(h.offsets[j] - h.offsets[i])
+		if pool {
+			pooled = getReadBuf(n)
+			data = *pooled
+		} else {
+			data = make([]byte, n)
+		}
 		if err := readAtFull(r, data, int64(hl)+int64(h.offsets[i]), k); err != nil {
 			return nil, 0, err
 		}

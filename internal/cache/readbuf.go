@@ -9,26 +9,35 @@ import "sync"
 // knows when the last reference to Data is gone gives it back with
 // Release. A caller that never calls Release loses nothing but the reuse.
 
-// readBufRound: pooled buffers are sized in steps of this many bytes, so
-// that entries of similar size share buffers.
+// readBufRound: pooled buffers are sized in steps of this many bytes, one
+// pool per step, so that a buffer taken from a pool always fits: entries
+// read whole (about 4 MiB) and ranges of them (a few chunks) do not trade
+// buffers too small for each other, each trade a new allocation.
 const readBufRound = 1 << 20
 
-var readBufs sync.Pool // of *[]byte
+// readBufs[i] holds buffers of capacity (i+1)*readBufRound. Larger
+// entries (a store may keep up to MaxEntryBytes) are not pooled.
+var readBufs [16]sync.Pool // of *[]byte
 
-// getReadBuf returns a buffer of n bytes, from the pool when one is big
-// enough. Its bytes are not zeroed: the caller overwrites all of them.
+// getReadBuf returns a buffer of n bytes, from the pool of its size when
+// it has one. Its bytes are not zeroed: the caller overwrites all of them.
 func getReadBuf(n int) *[]byte {
-	if p, ok := readBufs.Get().(*[]byte); ok {
-		if cap(*p) >= n {
+	c := max(n-1, 0) / readBufRound
+	if c < len(readBufs) {
+		if p, ok := readBufs[c].Get().(*[]byte); ok {
 			*p = (*p)[:n]
 			return p
 		}
 	}
-	b := make([]byte, n, (n+readBufRound-1)/readBufRound*readBufRound)
+	b := make([]byte, n, (c+1)*readBufRound)
 	return &b
 }
 
-func putReadBuf(p *[]byte) { readBufs.Put(p) }
+func putReadBuf(p *[]byte) {
+	if c := cap(*p)/readBufRound - 1; c >= 0 && c < len(readBufs) && cap(*p)%readBufRound == 0 {
+		readBufs[c].Put(p)
+	}
+}
 
 // Release gives e's buffer back to its store for reuse. The caller
 // promises that nothing references e.Data, or any slice of it, any more
