@@ -5,6 +5,13 @@
 // byte, and the server's peak RSS (VmHWM from /proc/PID/status) in each
 // scenario. It prints a Markdown report. Run it through bench/proxy.sh.
 //
+// Cold time to first byte is measured on its own, --ttfb-runs times, on
+// files of their own (ttfbFileSize each, each cold to the process asking):
+// once with a fresh process per request (its first request: new upstream
+// connections, nothing learnt), once with one running process that has
+// served another request of the repository before (the usual case for a
+// mirror: connections open, a file it has never seen).
+//
 // Every proxy measurement starts a fresh `xetproxy serve` process, so each
 // stream is cold (no token, no metadata, no chunk in any cache) and VmHWM
 // is the peak of that scenario alone.
@@ -23,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +42,10 @@ import (
 )
 
 const benchRepo = "bench/models"
+
+// ttfbFileSize is the size of each file of the cold TTFB measurements:
+// several xorb ranges, small enough that a run is short.
+const ttfbFileSize = 16 << 20
 
 func main() {
 	bin := flag.String("bin", "", "xetproxy binary to benchmark (required)")
@@ -96,6 +108,11 @@ func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, co
 	}
 	for i := 0; i < clients; i++ {
 		if _, err := fh.AddFile(context.Background(), benchRepo, fmt.Sprintf("shard-%02d.safetensors", i), sample.NewSafetensors(csize, uint64(100+i))); err != nil {
+			return err
+		}
+	}
+	for i := 0; i < ttfbRuns; i++ {
+		if _, err := fh.AddFile(context.Background(), benchRepo, ttfbFile(i), sample.NewSafetensors(ttfbFileSize, uint64(1000+i))); err != nil {
 			return err
 		}
 	}
@@ -194,6 +211,17 @@ func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, co
 			}
 		}
 	}
+	for _, b := range []struct {
+		bin string
+		rep *report
+	}{{bin, rep}, {compare, other}} {
+		if b.bin == "" {
+			continue
+		}
+		if err := coldTTFB(curl, b.bin, hubURL, ttfbRuns, b.rep); err != nil {
+			return err
+		}
+	}
 	if coldOnly {
 		rep.printCold(os.Stdout, bin)
 		if compare != "" {
@@ -280,6 +308,54 @@ func run(bin, compare string, size, csize int64, clients, runs, ttfbRuns int, co
 	return nil
 }
 
+func ttfbFile(i int) string { return fmt.Sprintf("ttfb-%02d.safetensors", i) }
+
+// coldTTFB measures the time to first byte of whole-file GETs of files the
+// process asking has never seen: each with a fresh process, then each with
+// one running process (which first serves the repository's .gitattributes,
+// a plain file: the Hub connection is open, nothing of the Xet files is
+// known). No cache directory: every byte comes from upstream.
+func coldTTFB(curl, bin, hubURL string, n int, rep *report) error {
+	for i := 0; i < n; i++ {
+		p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
+		if err != nil {
+			return err
+		}
+		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/"+ttfbFile(i))
+		p.Stop()
+		if err != nil {
+			return err
+		}
+		rep.ttfbFresh = append(rep.ttfbFresh, r.TTFB)
+	}
+	p, err := benchkit.StartProxy(bin, hubURL, "--cache-dir", "")
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	if _, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/.gitattributes"); err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		r, err := benchkit.Curl(curl, p.URL+"/download/"+benchRepo+"/"+ttfbFile(i))
+		if err != nil {
+			return err
+		}
+		rep.ttfbRunning = append(rep.ttfbRunning, r.TTFB)
+	}
+	logf("%s cold TTFB: fresh process %s ms; running process %s ms", bin, list(rep.ttfbFresh, ms), list(rep.ttfbRunning, ms))
+	return nil
+}
+
+func ms(x float64) string { return fmt.Sprintf("%.1f", x*1000) }
+
+// printTTFB writes the cold TTFB rows of the report.
+func (r *report) printTTFB(w io.Writer, cols int) {
+	pad := strings.Repeat(" |", cols-2)
+	fmt.Fprintf(w, "| TTFB, cold file, fresh process (its first request), median of %d (min–max) | %s ms (%s–%s) |%s\n", len(r.ttfbFresh), ms(benchkit.Median(r.ttfbFresh)), ms(slices.Min(r.ttfbFresh)), ms(slices.Max(r.ttfbFresh)), pad)
+	fmt.Fprintf(w, "| TTFB, cold file, running process, median of %d (min–max) | %s ms (%s–%s) |%s\n", len(r.ttfbRunning), ms(benchkit.Median(r.ttfbRunning)), ms(slices.Min(r.ttfbRunning)), ms(slices.Max(r.ttfbRunning)), pad)
+}
+
 type report struct {
 	size, csize                  int64
 	clients                      int
@@ -289,6 +365,7 @@ type report struct {
 	concurrent                   []float64
 	rssSingle, rssConcurrent     []int64
 	ttfbWarmRange, ttfbWarmSmall []float64
+	ttfbFresh, ttfbRunning       []float64 // cold files, seconds (coldTTFB)
 	verified                     bool
 }
 
@@ -310,6 +387,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s | target ≤ 150 MiB |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), %d concurrent streams | %s | target ≤ 600 MiB |\n", r.clients, benchkit.Human(medianInt(r.rssConcurrent)))
 	fmt.Fprintf(w, "| TTFB, cold server, %s file (resolve + token + reconstruction + first xorb range) | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.proxyTTFB)*1000)
+	r.printTTFB(w, 3)
 	fmt.Fprintf(w, "| TTFB, warm server, Range: bytes=0-0 of the %s file | %.1f ms | target ≤ 50 ms |\n", benchkit.Human(r.size), benchkit.Median(r.ttfbWarmRange)*1000)
 	fmt.Fprintf(w, "| TTFB, warm server, small plain git file | %.1f ms | target ≤ 50 ms |\n", benchkit.Median(r.ttfbWarmSmall)*1000)
 	fmt.Fprintf(w, "\nContent verified (sha256 of the proxy's bytes = the file's): %v.\n", r.verified)
@@ -325,6 +403,7 @@ func (r *report) printCold(w io.Writer, bin string) {
 	fmt.Fprintf(w, "| xetproxy cold, %s from fakehub, one curl | %s |\n", benchkit.Human(r.size), benchkit.MBps(benchkit.Median(r.proxy)))
 	fmt.Fprintf(w, "| server CPU-seconds per GB, xetproxy cold, one curl (from /proc/PID/stat) | %.2f |\n", benchkit.Median(r.proxyCPU))
 	fmt.Fprintf(w, "| server peak RSS (VmHWM), one %s stream | %s |\n", benchkit.Human(r.size), benchkit.Human(medianInt(r.rssSingle)))
+	r.printTTFB(w, 2)
 	fmt.Fprintf(w, "\nRaw runs: proxy %s; CPU-s/GB %s.\n", list(r.proxy, benchkit.MBps), list(r.proxyCPU, func(x float64) string { return fmt.Sprintf("%.2f", x) }))
 }
 
