@@ -221,13 +221,16 @@ type xorbReader struct {
 	learn  bool
 	leaves []merklehash.Leaf
 	fill   xorbFill
-	// single flight (xetflight.go): the flight this reader leads, and
-	// as a follower whether it waited for one since its last cache hit,
-	// how often it looked again, and whether it fetches on its own now
-	flight  *xorbFlight
-	waited  bool
-	retries int
-	solo    bool
+	// single flight (xetflight.go): the flight this reader leads; as a
+	// follower, whether a flight it waited for has stored the chunks it
+	// looks up (since its last cache hit), how often it looked again
+	// because flights moved, how many flights it waited for ended
+	// early, and whether it fetches on its own from now on
+	flight   *xorbFlight
+	passed   bool
+	retries  int
+	orphaned int
+	solo     bool
 
 	done bool // window handed out
 	err  error
@@ -326,7 +329,7 @@ func (xr *xorbReader) advance() error {
 				return err
 			}
 			if xr.ent != nil {
-				xr.waited, xr.retries = false, 0
+				xr.passed, xr.retries = false, 0
 				break
 			}
 			// a miss: wait for a flight that will store these
@@ -401,6 +404,9 @@ func (xr *xorbReader) fromUpstream() error {
 			if err != nil {
 				return xr.decodeErr(err)
 			}
+			if xr.flight != nil {
+				xr.flight.moves.Add(1)
+			}
 		}
 		// A record is new bytes: only the stored ones are kept.
 		xr.tap.off = xr.src.Layout == LayoutRecords
@@ -441,7 +447,7 @@ func (xr *xorbReader) fromUpstream() error {
 		}
 	}
 	if xr.flight != nil {
-		xr.flight.decoded.Add(1)
+		xr.flight.moves.Add(1)
 	}
 	xr.fill.done(xr, size, ch)
 	xr.e.stats.casFromUpstream.Add(int64(size))

@@ -24,13 +24,17 @@ import (
 // (chunks are content-addressed and checked).
 //
 // The flight runs inside its leader's request, at the pace of the
-// leader's client. A follower falls back to its own upstream fetch when
-// the cache lacks the chunks once the flight has passed them (the fill
-// budget was spent, the store dropped them, the leader failed or its
-// client went away: a flight ends when its reader fails or is closed),
-// or when the flight decodes no chunk for xorbStall (the leader's client
-// stopped reading). A follower waits holding no memory (no cache entry,
-// no decoder; xetmem.go), and its own cancellation only stops its wait.
+// leader's client. A flight ends when its reader fails, is closed (its
+// client went away) or has produced its window. A follower whose flight
+// ended before storing the chunks it waits for looks them up again, and
+// the first of those that miss leads a new flight that the others join
+// (at most joinRetries times in a row, then each fetches on its own). A
+// follower fetches on its own when the cache lacks the chunks once its
+// flight has stored them (the fill budget was spent, the store dropped
+// them), or when the flight moves no chunk for xorbStall (the leader's
+// client stopped reading). A follower waits holding no memory (no cache
+// entry, no decoder; xetmem.go), and its own cancellation only stops its
+// wait.
 
 // defaultXorbStall is how long a follower waits for a flight that decodes
 // nothing before it fetches on its own.
@@ -60,9 +64,9 @@ func newXorbFlights() *xorbFlights {
 type xorbFlight struct {
 	xorb   merklehash.Hash
 	lo, hi uint32
-	// decoded counts the chunks the leader decoded, so that followers
-	// see whether it moves.
-	decoded atomic.Uint64
+	// moves counts the chunks the leader decoded or skipped, so that
+	// followers see whether it moves.
+	moves atomic.Uint64
 
 	mu     sync.Mutex
 	stored uint32        // the leader's fill is done with chunks [lo, stored): stored, or not kept
@@ -163,28 +167,28 @@ func (t *xorbFlights) inFlight() int {
 	return n
 }
 
-// await waits until f has stored chunk c or ended (true: look the cache
-// up again), or until it decoded nothing for stall (false), or ctx ends.
-func (f *xorbFlight) await(ctx context.Context, c uint32, stall time.Duration) (bool, error) {
+// await waits until f has stored chunk c (stored: look the cache up
+// again) or ended (ended: the chunk may not be there), or until it moved
+// no chunk for stall (both false), or ctx ends.
+func (f *xorbFlight) await(ctx context.Context, c uint32, stall time.Duration) (stored, ended bool, err error) {
 	timer := time.NewTimer(stall)
 	defer timer.Stop()
-	last := f.decoded.Load()
+	last := f.moves.Load()
 	for {
 		f.mu.Lock()
-		if f.ended || f.stored > c {
-			f.mu.Unlock()
-			return true, nil
-		}
-		moved := f.moved
+		stored, ended, moved := f.stored > c, f.ended, f.moved
 		f.mu.Unlock()
+		if stored || ended {
+			return stored, ended, nil
+		}
 		select {
 		case <-moved:
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, false, ctx.Err()
 		case <-timer.C:
-			n := f.decoded.Load()
+			n := f.moves.Load()
 			if n == last {
-				return false, nil
+				return false, false, nil
 			}
 			last = n
 			timer.Reset(stall)
@@ -195,20 +199,19 @@ func (f *xorbFlight) await(ctx context.Context, c uint32, stall time.Duration) (
 // missed decides what a LayoutRecords reader does after its cache lookup
 // for chunks [xr.c, need) missed, mark being the flights' sequence before
 // the lookup: true to look the cache up again (a flight stored or ended
-// meanwhile, or it waited for one to store the chunks), false to fetch
-// them from upstream (registered as a flight of its own when it can be
-// one).
+// meanwhile, or it waited for one), false to fetch the chunks from
+// upstream (registered as a flight of its own when no other will store
+// them, so that the others wait for it).
 func (xr *xorbReader) missed(mark uint64, need uint32) (bool, error) {
 	t := xr.e.xorbFlights
-	if t == nil || xr.flight != nil {
+	if t == nil || xr.flight != nil || xr.solo {
 		return false, nil
 	}
-	if xr.waited {
-		// The flight passed these chunks and the cache does not have
-		// them: no more waiting for this range.
+	if xr.passed || xr.orphaned > joinRetries {
+		// A flight stored these chunks and the cache does not have
+		// them (not kept, or dropped since), or flight after flight
+		// ended before storing them: no more waiting for this range.
 		xr.solo = true
-	}
-	if xr.solo {
 		return false, nil
 	}
 	fl, retry := t.joinOrLead(xr, xr.src.Xorb, xr.c, need, xr.src.Range.Chunks.End, mark)
@@ -224,16 +227,22 @@ func (xr *xorbReader) missed(mark uint64, need uint32) (bool, error) {
 		return false, nil // leads
 	}
 	xr.e.stats.casJoins.Add(1)
-	again, err := fl.await(xr.ctx, xr.c, xr.e.xorbStall)
-	if err != nil {
+	stored, ended, err := fl.await(xr.ctx, xr.c, xr.e.xorbStall)
+	switch {
+	case err != nil:
 		return false, err
-	}
-	if !again {
+	case stored:
+		xr.passed = true
+	case ended:
+		// It failed or its client went away before the chunks: they
+		// are looked up again, and then fetched by one of those who
+		// waited, the others waiting for it.
+		xr.orphaned++
+	default:
 		xr.e.stats.casJoinStalls.Add(1)
 		xr.solo = true
 		return false, nil
 	}
-	xr.waited = true
 	return true, nil
 }
 

@@ -155,8 +155,8 @@ func TestXorbRangesColdShareOneUpstreamFetch(t *testing.T) {
 
 // A fetching request that fails half-way (its upstream body cut, the
 // retry refused) fails alone: the requests waiting for it serve the
-// segments it stored from the cache and fetch the rest themselves, with
-// exact answers.
+// segments it stored from the cache, and one of them fetches the rest
+// while the others wait for it, with exact answers.
 func TestXorbRangesFollowersOutliveAFailedLeader(t *testing.T) {
 	fe := newFlightEnv(t)
 	const n = 4
@@ -172,8 +172,13 @@ func TestXorbRangesFollowersOutliveAFailedLeader(t *testing.T) {
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	if c := fe.eng.CacheStats().XorbFromCache - fe.base.XorbFromCache; c == 0 {
+	st := fe.eng.CacheStats()
+	if c := st.XorbFromCache - fe.base.XorbFromCache; c == 0 {
 		t.Error("no chunk served from the cache: the waiting requests did not use what the failed one stored")
+	}
+	// the failed fetch, then one more of the range (less what it skips)
+	if up := st.XorbFromUpstream - fe.base.XorbFromUpstream; up >= 2*fe.chunks {
+		t.Errorf("%d chunk bytes decoded from upstream, want less than twice the range's %d", up, fe.chunks)
 	}
 	if c := xorbRequests(t, fe.fh, 3); c.Cut != 1 {
 		t.Errorf("%d bodies cut, want 1: the test did not fail the fetch it means to", c.Cut)
@@ -208,7 +213,8 @@ func TestXorbRangesFollowerCancelledLeaderUnaffected(t *testing.T) {
 }
 
 // A fetching request whose client goes away (closes after one chunk)
-// leaves no one waiting: the others fetch the range themselves.
+// leaves no one waiting: one of the others fetches the range, the rest
+// wait for it.
 func TestXorbRangesLeaderGoneFollowersFetch(t *testing.T) {
 	fe := newFlightEnv(t)
 	const n = 4
@@ -219,8 +225,8 @@ func TestXorbRangesLeaderGoneFollowersFetch(t *testing.T) {
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	if up := fe.eng.CacheStats().XorbFromUpstream - fe.base.XorbFromUpstream; up < fe.chunks {
-		t.Errorf("%d chunk bytes decoded from upstream, want at least the range's %d", up, fe.chunks)
+	if up := fe.eng.CacheStats().XorbFromUpstream - fe.base.XorbFromUpstream; up < fe.chunks || up >= 2*fe.chunks {
+		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d and the gone request's first chunk", up, fe.chunks)
 	}
 	fe.settled(t)
 }
