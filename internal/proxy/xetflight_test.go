@@ -253,3 +253,81 @@ func TestXorbRangesStalledLeaderFollowersFetch(t *testing.T) {
 	leader.Close()
 	fe.settled(t)
 }
+
+// When the fetch they waited for did not keep the chunks (its fill
+// budget spent), the waiting requests fetch the range on their own, with
+// exact answers.
+func TestXorbRangesNotKeptFollowersFetch(t *testing.T) {
+	fe := newFlightEnv(t)
+	// the fill budget is spent: no fetch keeps a segment
+	if !fe.eng.fillBudget.tryAcquire(fe.eng.fillBudget.limit) {
+		t.Fatal("the fill budget is in use")
+	}
+	defer fe.eng.fillBudget.release(fe.eng.fillBudget.limit)
+	const n = 3
+	leader := fe.open(t, context.Background())
+	errs := fe.followers(t.Context(), n)
+	waitFor(t, func() bool { return fe.joins() >= n })
+	got, err := io.ReadAll(leader)
+	leader.Close()
+	if err != nil || !bytes.Equal(got, fe.want) {
+		t.Fatalf("the fetching request: %v (equal %v)", err, bytes.Equal(got, fe.want))
+	}
+	if err := collect(errs, n); err != nil {
+		t.Fatal(err)
+	}
+	st := fe.eng.CacheStats()
+	if up := st.XorbFromUpstream - fe.base.XorbFromUpstream; up != (n+1)*fe.chunks {
+		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d %d times", up, fe.chunks, n+1)
+	}
+	if c := st.XorbFromCache - fe.base.XorbFromCache; c != 0 {
+		t.Errorf("%d chunk bytes from the cache, want none", c)
+	}
+	fe.settled(t)
+}
+
+// Ranges of a xorb the engine has no manifest of are served as upstream
+// stores them, bytes the cache does not hold; they, and every range
+// without a cache, are fetched by each request.
+func TestXorbRangesVerbatimEachFetch(t *testing.T) {
+	for _, cached := range []bool{true, false} {
+		t.Run(map[bool]string{true: "cache", false: "no-cache"}[cached], func(t *testing.T) {
+			var tweak []func(*Config)
+			if !cached {
+				tweak = append(tweak, func(c *Config) { c.Cache = nil })
+			}
+			x := newXetEnvOf(t, 64<<20, false, 1<<20, 6<<20, tweak...)
+			ref := x.ref[xorbRangeKey{0, 0}]
+			chunks := map[uint32][]byte{}
+			if err := decodeRecords(ref, x.ans.Fetches[0].Ranges[0].Chunks.Start, chunks); err != nil {
+				t.Fatal(err)
+			}
+			var size int64
+			for _, c := range chunks {
+				size += int64(len(c))
+			}
+			base := x.eng.CacheStats()
+			const n = 4
+			errs := make(chan error, n)
+			for range n {
+				go func() {
+					got, err := x.readRange(t.Context(), 0, 0, x.ans.Fetches[0].Ranges[0].Served)
+					if err == nil && !bytes.Equal(got, ref) {
+						err = errors.New("bytes differ")
+					}
+					errs <- err
+				}()
+			}
+			if err := collect(errs, n); err != nil {
+				t.Fatal(err)
+			}
+			st := x.eng.CacheStats()
+			if up := st.XorbFromUpstream - base.XorbFromUpstream; up != n*size {
+				t.Errorf("%d chunk bytes decoded from upstream, want the range's %d %d times", up, size, n)
+			}
+			if j := st.XorbJoins - base.XorbJoins; j != 0 {
+				t.Errorf("%d joins", j)
+			}
+		})
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -91,8 +93,20 @@ func TestXetConcurrentColdRangeFetchedOnce(t *testing.T) {
 	if spent := f.xorbBytes() - before; spent != once {
 		t.Errorf("%d concurrent requests fetched %d xorb bytes upstream, want the range's %d once", n, spent, once)
 	}
-	if j := f.eng.CacheStats().XorbJoins - joins; j == 0 {
+	st := f.eng.CacheStats()
+	if j := st.XorbJoins - joins; j == 0 {
 		t.Error("no request waited for another's fetch: the test tests nothing")
+	}
+	// as exported
+	m := NewMetrics("test")
+	m.ObserveEngine(f.eng)
+	rec := httptest.NewRecorder()
+	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for result, want := range map[string]uint64{"joined": st.XorbJoins, "stalled": st.XorbJoinStalls} {
+		line := fmt.Sprintf("xetproxy_cas_joins_total{result=%q} %d\n", result, want)
+		if !strings.Contains(rec.Body.String(), line) {
+			t.Errorf("metrics lack %q", line)
+		}
 	}
 	f.fh.SetLatency(fakehub.ClassXorb, 0)
 	// the reference: the file rebuilt from the cache, and the range as
