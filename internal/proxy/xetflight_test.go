@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -330,4 +331,42 @@ func TestXorbRangesVerbatimEachFetch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A request that takes over a fetch fetches with its own upstream URL,
+// never with the one of the request it waited for: here the waiting
+// requests' URLs are refused upstream, so once the fetching request's
+// client goes away each of them fails as stale, while the chunks they
+// would have found in the cache need no URL of theirs.
+func TestXorbRangesFollowersFetchWithTheirOwnURL(t *testing.T) {
+	fe := newFlightEnv(t)
+	f := fe.ans.Fetches[fe.i]
+	own := strings.Replace(f.UpstreamURL, "Signature=", "Signature=00", 1)
+	if own == f.UpstreamURL {
+		t.Fatal("premise: a signed upstream URL")
+	}
+	const n = 3
+	leader := fe.open(t, context.Background())
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			rc, err := fe.eng.OpenXorbRange(t.Context(), XorbRange{Xorb: f.Xorb, UpstreamURL: own, Layout: f.Layout, Range: fe.rng()}, fe.rng().Served)
+			if err == nil {
+				_, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			errs <- err
+		}()
+	}
+	waitFor(t, func() bool { return fe.joins() >= n })
+	leader.Close()
+	for range n {
+		if err := <-errs; !errors.Is(err, ErrStaleURL) {
+			t.Errorf("a request with a refused URL ended with %v, want a stale URL", err)
+		}
+	}
+	if c := xorbRequests(t, fe.fh, 2); c.Errors == 0 {
+		t.Error("upstream refused nothing: the requests did not fetch with their own URLs")
+	}
+	fe.settled(t)
 }
