@@ -96,10 +96,10 @@ type CacheStats struct {
 	// decoded chunk bytes behind them read from the cache or fetched
 	// from upstream.
 	XorbServed, XorbFromCache, XorbFromUpstream int64
-	// XorbJoins counts the xorb ranges that waited for another one's
-	// upstream fetch to store chunks they missed in the cache, and
-	// XorbJoinStalls those of them that stopped waiting because it had
-	// stopped moving (xetflight.go).
+	// XorbJoins counts the waits of xorb ranges for another one's
+	// upstream fetch to store chunks they missed in the cache (one per
+	// segment waited for), and XorbJoinStalls those that ended because
+	// the fetch had stopped moving (xetflight.go).
 	XorbJoins, XorbJoinStalls uint64
 	// SentFromFile counts the bytes given to readers straight from cache
 	// files (sendfile.go), a part of ServedCache and ServedShared.

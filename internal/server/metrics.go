@@ -347,7 +347,7 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_cache_promoted_bytes_total":  "Staged bytes moved to the cache once proven.",
 		"xetproxy_unverified_bytes_total":      "Bytes sent to ranged reads whose chunks no proof covered (no manifest of their xorb): lengths checked, content not.",
 		"xetproxy_cas_chunk_bytes_total":       "Decoded chunk bytes of the xorb ranges served to Xet clients, by where they came from (cache, upstream).",
-		"xetproxy_cas_joins_total":             "Xorb ranges served to Xet clients that waited for another request's upstream fetch to put the chunks they missed in the cache (result: joined, stalled = gave up on a fetch that stopped moving).",
+		"xetproxy_cas_joins_total":             "Waits of xorb ranges served to Xet clients for another request's upstream fetch to put chunks they missed in the cache, one per segment waited for (result: joined, stalled = gave up on a fetch that stopped moving).",
 	} {
 		var labels []string
 		switch name {
