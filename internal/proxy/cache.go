@@ -96,6 +96,11 @@ type CacheStats struct {
 	// decoded chunk bytes behind them read from the cache or fetched
 	// from upstream.
 	XorbServed, XorbFromCache, XorbFromUpstream int64
+	// XorbJoins counts the waits of xorb ranges for another one's
+	// upstream fetch to store chunks they missed in the cache (one per
+	// segment waited for), and XorbJoinStalls those that ended because
+	// the fetch had stopped moving (xetflight.go).
+	XorbJoins, XorbJoinStalls uint64
 	// SentFromFile counts the bytes given to readers straight from cache
 	// files (sendfile.go), a part of ServedCache and ServedShared.
 	SentFromFile int64
@@ -119,6 +124,7 @@ type counters struct {
 	// xorb ranges served to Xet clients (xetcas.go): bytes handed out,
 	// and decoded chunk bytes taken from the cache or from upstream
 	casServed, casFromCache, casFromUpstream atomic.Int64
+	casJoins, casJoinStalls                  atomic.Uint64
 	sentFromFile                             atomic.Int64
 }
 
@@ -137,6 +143,7 @@ func (e *Engine) CacheStats() CacheStats {
 		StagingReads: c.stagingReads.Load(), KeptEvicted: c.keptEvicted.Load(),
 		ServedUnverified: c.unverified.Load(),
 		XorbServed:       c.casServed.Load(), XorbFromCache: c.casFromCache.Load(), XorbFromUpstream: c.casFromUpstream.Load(),
+		XorbJoins: c.casJoins.Load(), XorbJoinStalls: c.casJoinStalls.Load(),
 		SentFromFile: c.sentFromFile.Load(),
 	}
 	if e.fillBudget != nil {

@@ -190,8 +190,18 @@
 // entry's last record is out or the request ends; and one fill segment,
 // taken from FillBuffer without waiting (when it is spent the chunks are
 // served and not kept). A record is handed out as its header and the
-// chunk where it lies, never copied. Concurrent requests for the same
-// range each go upstream: there is no single flight on this path yet.
+// chunk where it lies, never copied.
+//
+// Single flight (xetflight.go), with a cache: a request that goes upstream
+// for chunks of a xorb whose manifest it knows registers a flight (xorb,
+// chunk range); a LayoutRecords request that misses the cache on chunks a
+// flight has yet to store waits for it (holding nothing) and reads them
+// from the cache, checked as any cached chunk. A flight that ends early
+// (failed, closed) hands over to one of its followers; one that stalls
+// (no chunk for xorbStall) or whose chunks were not kept sends them
+// upstream on their own. LayoutUpstream ranges without a manifest cannot
+// be shared this way: the cache holds decoded chunks, not upstream's
+// stored records.
 //
 // # Errors
 //

@@ -123,6 +123,8 @@ type Engine struct {
 	manifests   *manifestTable
 	bg          bgTracker // promotions in flight
 	fills       *fillTable
+	xorbFlights *xorbFlights // nil without a cache (xetflight.go)
+	xorbStall   time.Duration
 	fillBudget  *budget
 	kept        keptList // fill segments kept in memory for their readers (retain.go)
 	fillTimeout time.Duration
@@ -189,6 +191,7 @@ func New(cfg Config) (*Engine, error) {
 			e.staging = m
 		}
 		e.fills = newFillTable()
+		e.xorbFlights, e.xorbStall = newXorbFlights(), defaultXorbStall
 		fb := cfg.FillBuffer
 		if fb == 0 {
 			fb = DefaultFillBuffer

@@ -221,6 +221,16 @@ type xorbReader struct {
 	learn  bool
 	leaves []merklehash.Leaf
 	fill   xorbFill
+	// single flight (xetflight.go): the flight this reader leads; as a
+	// follower, whether a flight it waited for has stored the chunks it
+	// looks up (since its last cache hit), how often it looked again
+	// because flights moved, how many flights it waited for ended
+	// early, and whether it fetches on its own from now on
+	flight   *xorbFlight
+	passed   bool
+	retries  int
+	orphaned int
+	solo     bool
 
 	done bool // window handed out
 	err  error
@@ -260,6 +270,7 @@ func (xr *xorbReader) Read(p []byte) (int, error) {
 					err = xr.integrity(errors.New("fewer bytes than the range served"))
 				}
 				xr.err = err
+				xr.endFlight() // its followers fetch on their own
 				return 0, err
 			}
 			continue
@@ -312,9 +323,23 @@ func (xr *xorbReader) advance() error {
 		return xr.finish()
 	}
 	if xr.src.Layout == LayoutRecords && xr.body == nil && xr.e.cache != nil {
-		if xr.ent == nil || xr.c >= xr.ent.End {
+		for xr.ent == nil || xr.c >= xr.ent.End {
+			mark := xr.e.xorbFlights.mark()
 			if err := xr.nextEntry(); err != nil {
 				return err
+			}
+			if xr.ent != nil {
+				xr.passed, xr.retries = false, 0
+				break
+			}
+			// a miss: wait for a flight that will store these
+			// chunks, or fetch them (xetflight.go)
+			again, err := xr.missed(mark, min(segmentEnd(xr.c), rg.Chunks.End))
+			if err != nil {
+				return err
+			}
+			if !again {
+				break
 			}
 		}
 		if xr.ent != nil {
@@ -361,6 +386,10 @@ func (xr *xorbReader) fromUpstream() error {
 			return upstream("xorb range", "xorb "+xr.src.Xorb.String(), err)
 		}
 		xr.body = body
+		if xr.flight == nil && xr.m != nil && xr.e.xorbFlights != nil {
+			// its fill stores proven segments: others may wait for them
+			xr.e.xorbFlights.lead(xr, xr.src.Xorb, xr.c, rg.Chunks.End)
+		}
 		xr.tap = &tap{r: body}
 		if xr.src.Layout == LayoutUpstream {
 			xr.tap.buf = make([]byte, 0, tapCap)
@@ -374,6 +403,9 @@ func (xr *xorbReader) fromUpstream() error {
 			}
 			if err != nil {
 				return xr.decodeErr(err)
+			}
+			if xr.flight != nil {
+				xr.flight.moves.Add(1)
 			}
 		}
 		// A record is new bytes: only the stored ones are kept.
@@ -413,6 +445,9 @@ func (xr *xorbReader) fromUpstream() error {
 		if xr.learn {
 			xr.leaves = append(xr.leaves, merklehash.Leaf{Hash: ch, Size: uint64(size)})
 		}
+	}
+	if xr.flight != nil {
+		xr.flight.moves.Add(1)
 	}
 	xr.fill.done(xr, size, ch)
 	xr.e.stats.casFromUpstream.Add(int64(size))
@@ -489,6 +524,7 @@ func (xr *xorbReader) free() {
 	xr.dropEntry()
 	xr.releaseDecoder()
 	xr.fill.release(xr)
+	xr.endFlight()
 }
 
 // xorbFill collects the chunks a xorbReader decodes from upstream into
@@ -553,6 +589,10 @@ func (f *xorbFill) done(xr *xorbReader, size uint32, h merklehash.Hash) {
 	}
 	if end {
 		f.off = false
+		if xr.flight != nil {
+			// stored, or not kept: its followers look now
+			xr.e.xorbFlights.storedUpTo(xr.flight, xr.c+1)
+		}
 	}
 }
 

@@ -36,13 +36,20 @@ type xorbRangeKey struct {
 
 func newXetEnv(t *testing.T, limit int64, warm bool) *xetEnv {
 	t.Helper()
-	e := newEnv(t, fakehub.Config{MaxXorbBytes: 1 << 20}, func(c *Config) {
+	return newXetEnvOf(t, limit, warm, 1<<20, 6<<20)
+}
+
+// newXetEnvOf is newXetEnv with xorbs of at most xorbBytes and a file of
+// size bytes, the engine's configuration changed by tweak.
+func newXetEnvOf(t *testing.T, limit int64, warm bool, xorbBytes, size int, tweak ...func(*Config)) *xetEnv {
+	t.Helper()
+	e := newEnv(t, fakehub.Config{MaxXorbBytes: xorbBytes}, append([]func(*Config){func(c *Config) {
 		c.Cache = memCache(t, 1<<30)
 		c.BlockSize = 64 << 20 // whole xorbs per fetch: their manifests are learnt
 		c.MaxBuffer = limit
-	})
+	}}, tweak...)...)
 	e.repo(t, fakehub.RepoSpec{ID: "org/m"})
-	data := mixed(43, 6<<20)
+	data := mixed(43, size)
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
 	if warm {

@@ -347,6 +347,7 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_cache_promoted_bytes_total":  "Staged bytes moved to the cache once proven.",
 		"xetproxy_unverified_bytes_total":      "Bytes sent to ranged reads whose chunks no proof covered (no manifest of their xorb): lengths checked, content not.",
 		"xetproxy_cas_chunk_bytes_total":       "Decoded chunk bytes of the xorb ranges served to Xet clients, by where they came from (cache, upstream).",
+		"xetproxy_cas_joins_total":             "Waits of xorb ranges served to Xet clients for another request's upstream fetch to put chunks they missed in the cache, one per segment waited for (result: joined, stalled = gave up on a fetch that stopped moving).",
 	} {
 		var labels []string
 		switch name {
@@ -354,6 +355,8 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 			labels = []string{"result"}
 		case "xetproxy_download_source_bytes_total", "xetproxy_cas_chunk_bytes_total":
 			labels = []string{"source"}
+		case "xetproxy_cas_joins_total":
+			labels = []string{"result"}
 		case "xetproxy_proofs_total":
 			labels = []string{"kind"}
 		case "xetproxy_integrity_failures_total":
@@ -427,4 +430,6 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("xetproxy_unverified_bytes_total", float64(st.ServedUnverified))
 	counter("xetproxy_cas_chunk_bytes_total", float64(st.XorbFromCache), "cache")
 	counter("xetproxy_cas_chunk_bytes_total", float64(st.XorbFromUpstream), "upstream")
+	counter("xetproxy_cas_joins_total", float64(st.XorbJoins), "joined")
+	counter("xetproxy_cas_joins_total", float64(st.XorbJoinStalls), "stalled")
 }
