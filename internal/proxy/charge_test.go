@@ -3,12 +3,12 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"testing"
 	"unsafe"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/hub"
@@ -60,18 +60,16 @@ func TestStreamsChargeCacheEntriesBeforeReading(t *testing.T) {
 // and checks their bytes.
 func readMany(t *testing.T, eng *Engine, m *hub.FileMeta, data []byte, n int) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
+	var g errgroup.Group
 	for i := range n {
 		off, size := int64(0), int64(-1)
 		if i%4 == 3 {
 			off, size = int64(i)<<18, int64(len(data))/2
 		}
-		wg.Go(func() {
+		g.Go(func() error {
 			rc, err := eng.Open(context.Background(), "", m, off, size)
 			if err != nil {
-				errs <- err
-				return
+				return err
 			}
 			defer rc.Close()
 			got, err := io.ReadAll(rc)
@@ -82,16 +80,10 @@ func readMany(t *testing.T, eng *Engine, m *hub.FileMeta, data []byte, n int) {
 			if err == nil && !bytes.Equal(got, want) {
 				err = fmt.Errorf("reader %d: bytes differ", i)
 			}
-			errs <- err
+			return err
 		})
 	}
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	if err := errors.Join(all...); err != nil {
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
 }

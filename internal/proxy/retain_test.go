@@ -57,6 +57,23 @@ func openPaused(t *testing.T, e *testEnv, m *hub.FileMeta, staged bool) (io.Read
 	return rc, first
 }
 
+// readRest reads the rest of a stream openPaused returned, checks that
+// with first it makes data, closes it, flushes the engine and returns its
+// stats.
+func readRest(t *testing.T, e *testEnv, rc io.ReadCloser, first, data []byte) CacheStats {
+	t.Helper()
+	rest, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(first, rest...), data) {
+		t.Fatal("bytes differ")
+	}
+	rc.Close()
+	flush(t, e.eng)
+	return e.eng.CacheStats()
+}
+
 // waitFillBufferFree polls until the fill buffer is all given back.
 func waitFillBufferFree(t *testing.T, e *Engine) {
 	t.Helper()
@@ -82,16 +99,7 @@ func TestCacheFillKeepsSegmentsForItsReader(t *testing.T) {
 	e.add(t, "org/m", "f.bin", data)
 	m := e.stat(t, "", repoM, "f.bin")
 	rc, first := openPaused(t, e, m, true)
-	rest, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(append(first, rest...), data) {
-		t.Fatal("bytes differ")
-	}
-	rc.Close()
-	flush(t, e.eng)
-	st := e.eng.CacheStats()
+	st := readRest(t, e, rc, first, data)
 	if st.StagingReads != 0 || st.Hits != 0 || st.KeptEvicted != 0 {
 		t.Fatalf("stats %+v: want nothing read back from staging or the cache, no kept segment evicted", st)
 	}
@@ -115,16 +123,7 @@ func TestCacheFillEvictsKeptSegmentsRatherThanWait(t *testing.T) {
 	if used := e.eng.CacheStats().FillBufferUsed; used > 4*segBufCap {
 		t.Fatalf("fill buffer holds %d bytes, over its %d", used, 4*segBufCap)
 	}
-	rest, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(append(first, rest...), data) {
-		t.Fatal("bytes differ")
-	}
-	rc.Close()
-	flush(t, e.eng)
-	st := e.eng.CacheStats()
+	st := readRest(t, e, rc, first, data)
 	if st.KeptEvicted == 0 {
 		t.Fatalf("stats %+v: want kept segments evicted", st)
 	}

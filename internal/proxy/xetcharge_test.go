@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/xetproxy/xetproxy/internal/fakehub"
 	"github.com/xetproxy/xetproxy/internal/merklehash"
@@ -208,10 +209,9 @@ func testXorbRangesWithin(t *testing.T, warm bool) {
 		t.Fatalf("%d requests: want many", len(reqs))
 	}
 	resetPeak(x.eng.budget) // the warming read's is not these requests'
-	var wg sync.WaitGroup
-	errs := make(chan error, len(reqs))
+	var g errgroup.Group
 	for n, r := range reqs {
-		wg.Go(func() {
+		g.Go(func() error {
 			rg := x.ans.Fetches[r.i].Ranges[r.j].Served
 			want := x.ref[xorbRangeKey{r.i, r.j}][r.w.Start-rg.Start : r.w.End-rg.Start+1]
 			var got []byte
@@ -222,22 +222,13 @@ func testXorbRangesWithin(t *testing.T, warm bool) {
 			} else {
 				got, err = x.readRange(t.Context(), r.i, r.j, r.w)
 			}
-			if err != nil {
-				errs <- err
-				return
+			if err == nil && !bytes.Equal(got, want) {
+				err = fmt.Errorf("request %d (fetch %d range %d, %d-%d): bytes differ", n, r.i, r.j, r.w.Start, r.w.End)
 			}
-			if !bytes.Equal(got, want) {
-				errs <- fmt.Errorf("request %d (fetch %d range %d, %d-%d): bytes differ", n, r.i, r.j, r.w.Start, r.w.End)
-			}
+			return err
 		})
 	}
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	if err := errors.Join(all...); err != nil {
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	if n := x.eng.stats.unchargedReads.Load(); n != 0 {

@@ -348,6 +348,13 @@ func newCacheCollector(e *proxy.Engine) *cacheCollector {
 		"xetproxy_unverified_bytes_total":      "Bytes sent to ranged reads whose chunks no proof covered (no manifest of their xorb): lengths checked, content not.",
 		"xetproxy_cas_chunk_bytes_total":       "Decoded chunk bytes of the xorb ranges served to Xet clients, by where they came from (cache, upstream).",
 		"xetproxy_cas_joins_total":             "Waits of xorb ranges served to Xet clients for another request's upstream fetch to put chunks they missed in the cache, one per segment waited for (result: joined, stalled = gave up on a fetch that stopped moving).",
+		"xetproxy_cas_served_bytes_total":      "Bytes of the xorb ranges handed to Xet clients (chunk records with their headers).",
+		"xetproxy_cache_hit_bytes_total":       "Decoded bytes of the download engine's cache hits.",
+		"xetproxy_cache_write_bytes_total":     "Decoded bytes the download engine wrote to its cache (puts and promotions).",
+		"xetproxy_cache_adopted_bytes_total":   "Promoted bytes whose staged files became cache entries as they were (linked, not copied).",
+		"xetproxy_cache_staging_reads_total":   "Staged segments a request read back from the staging store because its fill had let go of them.",
+		"xetproxy_cache_kept_evictions_total":  "Segments a fill kept in memory for the requests reading it and let go of to make room for its next segment.",
+		"xetproxy_cache_sendfile_bytes_total":  "Xet file bytes sent to clients straight from disk cache files (sendfile), part of the cache and shared sources.",
 	} {
 		var labels []string
 		switch name {
@@ -432,4 +439,11 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("xetproxy_cas_chunk_bytes_total", float64(st.XorbFromUpstream), "upstream")
 	counter("xetproxy_cas_joins_total", float64(st.XorbJoins), "joined")
 	counter("xetproxy_cas_joins_total", float64(st.XorbJoinStalls), "stalled")
+	counter("xetproxy_cas_served_bytes_total", float64(st.XorbServed))
+	counter("xetproxy_cache_hit_bytes_total", float64(st.HitBytes))
+	counter("xetproxy_cache_write_bytes_total", float64(st.PutBytes))
+	counter("xetproxy_cache_adopted_bytes_total", float64(st.AdoptedBytes))
+	counter("xetproxy_cache_staging_reads_total", float64(st.StagingReads))
+	counter("xetproxy_cache_kept_evictions_total", float64(st.KeptEvicted))
+	counter("xetproxy_cache_sendfile_bytes_total", float64(st.SentFromFile))
 }
