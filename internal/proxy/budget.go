@@ -36,7 +36,7 @@ func (b *budget) acquire(ctx context.Context, n int64, urgent func() bool, room 
 	_, err := b.take(ctx, func(used, limit int64) (int64, bool) {
 		r := room(limit)
 		return n, urgent() || (r > 0 && (used+n <= r || used == 0))
-	})
+	}, nil)
 	return err
 }
 
@@ -58,13 +58,18 @@ func (b *budget) acquireUpTo(ctx context.Context, n, small int64, urgent func() 
 			return n, true
 		}
 		return 0, false
-	})
+	}, nil)
 }
 
 // take waits until decide, called under the lock with the bytes in use
 // and the limit, grants some bytes (ok), adds them to the budget and
-// returns them; or until ctx ends.
-func (b *budget) take(ctx context.Context, decide func(used, limit int64) (n int64, ok bool)) (int64, error) {
+// returns them; or until ctx ends. Each time decide refuses, before
+// waiting, take calls before when it is not nil, outside the lock: a
+// caller that can make room itself (a fill letting go of the segments it
+// kept) does it there and reports true, and decide is asked again rather
+// than waited on. take counts as a waiter while before runs, so that room
+// freed meanwhile by anyone wakes it.
+func (b *budget) take(ctx context.Context, decide func(used, limit int64) (n int64, ok bool), before func() bool) (int64, error) {
 	b.mu.Lock()
 	for {
 		if n, ok := decide(b.used, b.limit); ok {
@@ -76,6 +81,11 @@ func (b *budget) take(ctx context.Context, decide func(used, limit int64) (n int
 		ch := b.wake
 		b.waiters++
 		b.mu.Unlock()
+		if before != nil && before() {
+			b.mu.Lock()
+			b.waiters--
+			continue
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():

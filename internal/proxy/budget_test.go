@@ -123,3 +123,65 @@ func TestBudgetAcquireUpTo(t *testing.T) {
 		t.Fatalf("canceled wait: %v", err)
 	}
 }
+
+// acquireEvicting takes what fits without evicting; when it does not fit
+// it evicts and asks again rather than waiting, and waits only when
+// nothing is left to evict, until room is given back or its context ends.
+func TestBudgetAcquireEvicting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b := newBudget(10)
+	nothing := func() bool { return false }
+	if err := b.acquireEvicting(ctx, 8, func() bool {
+		t.Error("evicted for bytes that fit")
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kept, evictions := int64(8), 0
+	evict := func() bool {
+		evictions++
+		if kept == 0 {
+			return false
+		}
+		b.release(kept)
+		kept = 0
+		return true
+	}
+	if err := b.acquireEvicting(ctx, 4, evict); err != nil {
+		t.Fatalf("with a segment to evict: %v", err)
+	}
+	if used, _ := b.stats(); used != 4 || evictions != 1 {
+		t.Fatalf("used %d after %d evictions; want 4 after 1", used, evictions)
+	}
+	done := make(chan error)
+	go func() { done <- b.acquireEvicting(ctx, 8, nothing) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		b.mu.Lock()
+		waiting := b.waiters
+		b.mu.Unlock()
+		if waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("acquireEvicting did not wait with nothing to evict")
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("returned %v before any room was given back", err)
+	default:
+	}
+	b.release(4)
+	if err := <-done; err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+	if used, _ := b.stats(); used != 8 {
+		t.Fatalf("used %d, want 8", used)
+	}
+	cctx, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	if err := b.acquireEvicting(cctx, 8, nothing); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled wait: %v", err)
+	}
+}

@@ -211,33 +211,10 @@ func (k *keptList) evict() bool {
 // fit, it makes room with evict (which releases budget) before it waits,
 // and again each time the budget changes.
 func (b *budget) acquireEvicting(ctx context.Context, n int64, evict func() bool) error {
-	b.mu.Lock()
-	for {
-		if b.used+n <= b.limit || b.used == 0 {
-			b.used += n
-			b.peak = max(b.peak, b.used)
-			b.mu.Unlock()
-			return nil
-		}
-		ch := b.wake
-		b.waiters++
-		b.mu.Unlock()
-		if evict() {
-			b.mu.Lock()
-			b.waiters--
-			continue
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			b.mu.Lock()
-			b.waiters--
-			b.mu.Unlock()
-			return ctx.Err()
-		}
-		b.mu.Lock()
-		b.waiters--
-	}
+	_, err := b.take(ctx, func(used, limit int64) (int64, bool) {
+		return n, used+n <= limit || used == 0
+	}, evict)
+	return err
 }
 
 // tryFillBudget is the fill budget's tryAcquire, taking room from the

@@ -32,7 +32,7 @@ func (b *budget) acquireSome(ctx context.Context, n, unit int64) (int64, error) 
 			free = max(free, unit)
 		}
 		return min(n, free/unit*unit), free >= unit
-	})
+	}, nil)
 }
 
 // nextEntry lets go of the current entry and reads the next chunks of
