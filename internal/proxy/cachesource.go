@@ -526,5 +526,6 @@ func (s *stream) deliverWith(f *fetch, tr *reconstruction.Tracker, k uint32, dat
 		}
 	}
 	f.publish(int(k))
+	s.firstChunk()
 	return took, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -53,11 +54,22 @@ type testEnv struct {
 
 func newEnv(t testing.TB, fcfg fakehub.Config, tweak ...func(*Config)) *testEnv {
 	t.Helper()
+	return newEnvWrapped(t, fcfg, nil, tweak...)
+}
+
+// newEnvWrapped is newEnv with the fake Hub's handler wrapped by wrap (nil:
+// as it is), for tests that watch or hold upstream requests.
+func newEnvWrapped(t testing.TB, fcfg fakehub.Config, wrap func(http.Handler) http.Handler, tweak ...func(*Config)) *testEnv {
+	t.Helper()
 	fh, err := fakehub.New(fcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(fh)
+	var h http.Handler = fh
+	if wrap != nil {
+		h = wrap(fh)
+	}
+	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	fh.SetPublicURL(srv.URL)
 	hc := &hub.Client{BaseURL: srv.URL, RetryBase: time.Millisecond, RetryMax: 50 * time.Millisecond}

@@ -84,6 +84,7 @@ func (k *fetchSink) done(i uint32, _ []byte, h merklehash.Hash) error {
 	sl := &k.f.slots[i]
 	sl.hash, sl.proven = h, k.proven
 	k.f.publish(int(i))
+	k.s.firstChunk()
 	return nil
 }
 

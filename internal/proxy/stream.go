@@ -64,6 +64,8 @@ type stream struct {
 	admitMu   sync.Mutex
 	running   int           // fetches started and not finished
 	needed    int64         // highest fetch sequence number the reader has waited for
+	firstOut  bool          // a chunk was delivered (admitLimit)
+	firstSeen atomic.Bool   // firstOut, read without the lock
 	admitWake chan struct{} // closed and replaced on changes
 
 	// Reader state.
@@ -330,10 +332,14 @@ func (s *stream) schedule(first *block) error {
 }
 
 // admit waits until f may start: fewer than Parallel fetches run, or the
-// reader has reached f (then it starts regardless).
+// reader has reached f (then it starts regardless). Until the stream's
+// first chunk is out, one fetch runs at a time: the fetches after it
+// would take the CPU and the upstream's attention from the first chunk,
+// which the client waits for (time to first byte), while they only gain
+// the time of that one chunk.
 func (s *stream) admit(f *fetch) error {
 	s.admitMu.Lock()
-	for s.running >= s.e.parallel && f.seq > s.needed {
+	for s.running >= s.admitLimit() && f.seq > s.needed {
 		ch := s.admitWake
 		s.admitMu.Unlock()
 		select {
@@ -347,6 +353,23 @@ func (s *stream) admit(f *fetch) error {
 	f.started.Store(true)
 	s.admitMu.Unlock()
 	return nil
+}
+
+// admitLimit is the number of fetches that may run ahead of the reader;
+// admitMu held.
+func (s *stream) admitLimit() int {
+	if !s.firstOut {
+		return 1
+	}
+	return s.e.parallel
+}
+
+// firstChunk lifts the one-fetch limit of admit once a chunk is out.
+func (s *stream) firstChunk() {
+	if !s.firstSeen.Load() {
+		s.firstSeen.Store(true)
+		s.admitChanged(func() { s.firstOut = true })
+	}
 }
 
 func (s *stream) admitChanged(update func()) {
