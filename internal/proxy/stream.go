@@ -64,8 +64,7 @@ type stream struct {
 	admitMu   sync.Mutex
 	running   int           // fetches started and not finished
 	needed    int64         // highest fetch sequence number the reader has waited for
-	firstOut  bool          // a chunk was delivered (admitLimit)
-	firstSeen atomic.Bool   // firstOut, read without the lock
+	firstOut  atomic.Bool   // a chunk was delivered (admitLimit)
 	admitWake chan struct{} // closed and replaced on changes
 
 	// Reader state.
@@ -358,17 +357,18 @@ func (s *stream) admit(f *fetch) error {
 // admitLimit is the number of fetches that may run ahead of the reader;
 // admitMu held.
 func (s *stream) admitLimit() int {
-	if !s.firstOut {
+	if !s.firstOut.Load() {
 		return 1
 	}
 	return s.e.parallel
 }
 
 // firstChunk lifts the one-fetch limit of admit once a chunk is out.
+// admitChanged wakes the fetches that wait for it: an admit that read the
+// old value still holds the wake channel that call closes.
 func (s *stream) firstChunk() {
-	if !s.firstSeen.Load() {
-		s.firstSeen.Store(true)
-		s.admitChanged(func() { s.firstOut = true })
+	if !s.firstOut.Load() {
+		s.admitChanged(func() { s.firstOut.Store(true) })
 	}
 }
 
