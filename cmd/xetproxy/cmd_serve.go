@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/xetproxy/xetproxy/internal/buildinfo"
@@ -95,6 +96,12 @@ func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln
 		closeEngine()
 		return err
 	}
+	// Collect the start-up garbage before listening: otherwise the
+	// process's first collection, which also sets up the collector's
+	// own structures, runs during its first download (half of that
+	// download's time to first byte, measured in
+	// docs/performance-server.md).
+	runtime.GC()
 	err = srv.Serve(ctx, ln, mln)
 	// Finish the cache fills still running and the queued shared-tier
 	// writes, within a bound of their own after the drain.

@@ -83,6 +83,10 @@ func New(opts Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	// The first lookup reads the system's MIME tables, milliseconds of
+	// parsing: done here, before the server listens, not in the first
+	// download (once per process).
+	contentType(".bin")
 	if s.metrics == nil {
 		s.metrics = NewMetrics(s.version)
 	}
