@@ -72,6 +72,7 @@ func serveCommand() command {
 // runServer wires the engine and the server and serves until ctx ends.
 func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln net.Listener) error {
 	metrics := server.NewMetrics(buildinfo.Version())
+	logCPUFit(log)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// Hold the heap near the memory model of the config instead of
 		// the collector's default of twice the live heap.
@@ -112,4 +113,17 @@ func runServer(ctx context.Context, cfg server.Config, log *slog.Logger, ln, mln
 		return fmt.Errorf("%w (after %v)", err, cfg.DrainTimeout)
 	}
 	return err
+}
+
+// logCPUFit says how GOMAXPROCS was fitted to the CPU limit at start.
+func logCPUFit(log *slog.Logger) {
+	r := cpuFit.r
+	switch {
+	case cpuFit.err != nil:
+		log.Warn("reading the cgroup CPU limit", "error", cpuFit.err, "gomaxprocs", r.Procs)
+	case r.Changed():
+		log.Info("GOMAXPROCS fitted to the CPU limit", "cpu_limit", r.Limit, "gomaxprocs", r.Procs, "go_default", r.Was)
+	case r.Limit > 0 || r.Env:
+		log.Info("CPU limit", "cpu_limit", r.Limit, "gomaxprocs", r.Procs, "from_env", r.Env)
+	}
 }
