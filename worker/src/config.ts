@@ -72,6 +72,12 @@ export interface WorkerVars {
   /** Secrets, for the S3/R2 cache tier. */
   AWS_ACCESS_KEY_ID?: string;
   AWS_SECRET_ACCESS_KEY?: string;
+  /**
+   * Go's GOMAXPROCS. Unset, the server runs one P under a visible CPU quota
+   * of one CPU or less and Go's default otherwise; set it ("1") where an
+   * instance shows more CPUs than it may use without a quota.
+   */
+  GOMAXPROCS?: string;
 }
 
 /** Passed through to the container when set and not empty (trimmed). */
@@ -99,6 +105,7 @@ export const PASS_THROUGH = [
   "XETPROXY_SIGNING_KEY",
   "AWS_ACCESS_KEY_ID",
   "AWS_SECRET_ACCESS_KEY",
+  "GOMAXPROCS",
 ] as const satisfies readonly (keyof WorkerVars)[];
 
 /**

@@ -94,6 +94,12 @@ describe("containerEnvVars", () => {
     expect(containerEnvVars({ XETPROXY_CACHE_SIZE: "" }).XETPROXY_CACHE_SIZE).toBeUndefined();
   });
 
+  it("passes GOMAXPROCS, trimmed, only when set", () => {
+    expect(containerEnvVars({ GOMAXPROCS: " 1 " }).GOMAXPROCS).toBe("1");
+    expect(containerEnvVars({}).GOMAXPROCS).toBeUndefined();
+    expect(containerEnvVars({ GOMAXPROCS: "" }).GOMAXPROCS).toBeUndefined();
+  });
+
   it("passes nothing it does not know (no binding, no admin token)", () => {
     const env = containerEnvVars({ ADMIN_TOKEN: "a", XETPROXY_INSTANCES: "4", SLEEP_AFTER: "1h" });
     expect(Object.keys(env).sort()).toEqual(
@@ -302,7 +308,7 @@ describe("wrangler.jsonc", () => {
   });
 
   it("passes through only names the server reads", () => {
-    for (const name of PASS_THROUGH) expect(name).toMatch(/^(HF_|XETPROXY_|AWS_)/);
+    for (const name of PASS_THROUGH) expect(name).toMatch(/^(HF_|XETPROXY_|AWS_|GOMAXPROCS$)/);
     expect(CONTAINER_PORT).toBe(8080);
   });
 });
