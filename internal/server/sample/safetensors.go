@@ -106,9 +106,12 @@ func fillWeights(p []byte, off int64, seed uint64) {
 	}
 }
 
-// weightWord is four bf16 values (little-endian) for data word k.
+// weightWord is four bf16 values (little-endian) for data word k. The
+// seed is mixed before k is added: with seed + k, the weights of seed s+1
+// would be those of seed s one word on, and content-defined chunking
+// would find the same chunks in both (files of different seeds deduped).
 func weightWord(seed, k uint64) uint64 {
-	r := splitmix64(seed + k)
+	r := splitmix64(splitmix64(seed) + k)
 	var out uint64
 	for lane := 0; lane < 4; lane++ {
 		v := r >> (16 * lane)

@@ -2,10 +2,13 @@ package sample
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"io"
 	"testing"
+
+	"github.com/xetproxy/xetproxy/internal/chunking"
 )
 
 func TestSafetensorsHeader(t *testing.T) {
@@ -65,6 +68,45 @@ func TestSafetensorsReadAtConsistent(t *testing.T) {
 	other, _ := io.ReadAll(NewSafetensors(1<<20, 4))
 	if bytes.Equal(all, other) {
 		t.Error("seed does not change the weights")
+	}
+}
+
+// TestSafetensorsSeedsShareNoChunks: benchmarks and tests take files of
+// different seeds for different content, so Xet deduplication must find
+// nothing in common between them (their equal headers aside), whatever
+// the seeds, near or far.
+func TestSafetensorsSeedsShareNoChunks(t *testing.T) {
+	const size = 8 << 20
+	header := int64(len(NewSafetensors(size, 1).header))
+	chunks := func(seed uint64) map[[32]byte]bool {
+		out := map[[32]byte]bool{}
+		c := chunking.New(NewSafetensors(size, seed))
+		var off int64
+		for {
+			b, err := c.Next()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if off+int64(len(b)) > header { // chunks of the header alone may repeat
+				out[sha256.Sum256(b)] = true
+			}
+			off += int64(len(b))
+		}
+	}
+	seen := chunks(1)
+	for _, seed := range []uint64{2, 3, 100, 1000, 1 << 40} {
+		shared := 0
+		for h := range chunks(seed) {
+			if seen[h] {
+				shared++
+			}
+		}
+		if shared > 0 {
+			t.Errorf("seeds 1 and %d share %d of their chunks", seed, shared)
+		}
 	}
 }
 
