@@ -91,6 +91,27 @@ func (fe *flightEnv) followers(ctx context.Context, n int) chan error {
 
 func (fe *flightEnv) joins() uint64 { return fe.eng.CacheStats().XorbJoins - fe.base.XorbJoins }
 
+// fromUpstream and fromCache are the chunk bytes the engine decoded from
+// upstream and served from the cache since the env was made.
+func (fe *flightEnv) fromUpstream() int64 {
+	return fe.eng.CacheStats().XorbFromUpstream - fe.base.XorbFromUpstream
+}
+
+func (fe *flightEnv) fromCache() int64 {
+	return fe.eng.CacheStats().XorbFromCache - fe.base.XorbFromCache
+}
+
+// readExact reads r to its end, closes it, and fails the test unless it
+// gave the range's exact bytes.
+func (fe *flightEnv) readExact(t *testing.T, r *xorbReader) {
+	t.Helper()
+	got, err := io.ReadAll(r)
+	r.Close()
+	if err != nil || !bytes.Equal(got, fe.want) {
+		t.Fatalf("the fetching request: %v (equal %v)", err, bytes.Equal(got, fe.want))
+	}
+}
+
 // collect returns the errors of n readers.
 func collect(errs chan error, n int) error {
 	var all []error
@@ -132,19 +153,14 @@ func TestXorbRangesColdShareOneUpstreamFetch(t *testing.T) {
 	if used, _ := fe.eng.budget.stats(); used != leader.decHeld || used == 0 {
 		t.Errorf("budget holds %d bytes while %d requests wait, want the fetching one's decoder (%d) alone", used, n, leader.decHeld)
 	}
-	got, err := io.ReadAll(leader)
-	leader.Close()
-	if err != nil || !bytes.Equal(got, fe.want) {
-		t.Fatalf("the fetching request: %v (equal %v)", err, bytes.Equal(got, fe.want))
-	}
+	fe.readExact(t, leader)
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	st := fe.eng.CacheStats()
-	if up := st.XorbFromUpstream - fe.base.XorbFromUpstream; up != fe.chunks {
+	if up := fe.fromUpstream(); up != fe.chunks {
 		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d once", up, fe.chunks)
 	}
-	if c := st.XorbFromCache - fe.base.XorbFromCache; c != n*fe.chunks {
+	if c := fe.fromCache(); c != n*fe.chunks {
 		t.Errorf("%d chunk bytes served from the cache, want the range's %d %d times", c, fe.chunks, n)
 	}
 	c := xorbRequests(t, fe.fh, 1)
@@ -173,12 +189,11 @@ func TestXorbRangesFollowersOutliveAFailedLeader(t *testing.T) {
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	st := fe.eng.CacheStats()
-	if c := st.XorbFromCache - fe.base.XorbFromCache; c == 0 {
+	if c := fe.fromCache(); c == 0 {
 		t.Error("no chunk served from the cache: the waiting requests did not use what the failed one stored")
 	}
 	// the failed fetch, then one more of the range (less what it skips)
-	if up := st.XorbFromUpstream - fe.base.XorbFromUpstream; up >= 2*fe.chunks {
+	if up := fe.fromUpstream(); up >= 2*fe.chunks {
 		t.Errorf("%d chunk bytes decoded from upstream, want less than twice the range's %d", up, fe.chunks)
 	}
 	if c := xorbRequests(t, fe.fh, 3); c.Cut != 1 {
@@ -199,12 +214,8 @@ func TestXorbRangesFollowerCancelledLeaderUnaffected(t *testing.T) {
 	if err := <-errs; !errors.Is(err, context.Canceled) {
 		t.Fatalf("the cancelled request ended with %v", err)
 	}
-	got, err := io.ReadAll(leader)
-	leader.Close()
-	if err != nil || !bytes.Equal(got, fe.want) {
-		t.Fatalf("the fetching request: %v (equal %v)", err, bytes.Equal(got, fe.want))
-	}
-	if up := fe.eng.CacheStats().XorbFromUpstream - fe.base.XorbFromUpstream; up != fe.chunks {
+	fe.readExact(t, leader)
+	if up := fe.fromUpstream(); up != fe.chunks {
 		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d once", up, fe.chunks)
 	}
 	if c := xorbRequests(t, fe.fh, 1); c.Requests != 1 {
@@ -226,7 +237,7 @@ func TestXorbRangesLeaderGoneFollowersFetch(t *testing.T) {
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	if up := fe.eng.CacheStats().XorbFromUpstream - fe.base.XorbFromUpstream; up < fe.chunks || up >= 2*fe.chunks {
+	if up := fe.fromUpstream(); up < fe.chunks || up >= 2*fe.chunks {
 		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d and the gone request's first chunk", up, fe.chunks)
 	}
 	fe.settled(t)
@@ -269,19 +280,14 @@ func TestXorbRangesNotKeptFollowersFetch(t *testing.T) {
 	leader := fe.open(t, context.Background())
 	errs := fe.followers(t.Context(), n)
 	waitFor(t, func() bool { return fe.joins() >= n })
-	got, err := io.ReadAll(leader)
-	leader.Close()
-	if err != nil || !bytes.Equal(got, fe.want) {
-		t.Fatalf("the fetching request: %v (equal %v)", err, bytes.Equal(got, fe.want))
-	}
+	fe.readExact(t, leader)
 	if err := collect(errs, n); err != nil {
 		t.Fatal(err)
 	}
-	st := fe.eng.CacheStats()
-	if up := st.XorbFromUpstream - fe.base.XorbFromUpstream; up != (n+1)*fe.chunks {
+	if up := fe.fromUpstream(); up != (n+1)*fe.chunks {
 		t.Errorf("%d chunk bytes decoded from upstream, want the range's %d %d times", up, fe.chunks, n+1)
 	}
-	if c := st.XorbFromCache - fe.base.XorbFromCache; c != 0 {
+	if c := fe.fromCache(); c != 0 {
 		t.Errorf("%d chunk bytes from the cache, want none", c)
 	}
 	fe.settled(t)
